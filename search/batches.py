@@ -1,0 +1,132 @@
+"""Batches straight from tensors on the device, augmented a whole batch at a time.
+
+As in airbench: the data set lives on the device as uint8, each batch is gathered by index,
+converted once and augmented (flip, reflect-padded random crop) with tensor ops, so the
+training loop never runs per-image Python and never copies data between host and device.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Normalizer:
+    """uint8 images -> normalized float images with the training split's channel statistics."""
+
+    def __init__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
+        channel_sums = torch.zeros(images.shape[1], dtype=torch.float64)
+        channel_squares = torch.zeros_like(channel_sums)
+        for chunk in images.split(4096):
+            pixels = chunk.to(torch.float64).transpose(0, 1).flatten(1)
+            channel_sums += pixels.sum(1).cpu()
+            channel_squares += pixels.square().sum(1).cpu()
+        count = images.shape[0] * images.shape[2] * images.shape[3]
+        mean = channel_sums / count
+        std = (channel_squares / count - mean.square()).clamp_min(1e-12).sqrt()
+        self.mean = mean.to(dtype).view(1, -1, 1, 1).to(images.device)
+        self.scale = (1 / std).to(dtype).view(1, -1, 1, 1).to(images.device)
+        self.dtype = dtype
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.to(self.dtype) - self.mean) * self.scale
+
+
+def flip_and_crop(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and random crop from a reflect-padded batch."""
+    n, c, h, w = images.shape
+    device = images.device
+    flip = torch.rand(n, device=device, generator=generator) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+    if pad == 0:
+        return images
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), device=device, generator=generator)
+    rows = (offsets[0, :, None] + torch.arange(h, device=device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+    cols = (offsets[1, :, None] + torch.arange(w, device=device)).view(n, 1, 1, w).expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
+class TrainBatches:
+    """An endless stream of shuffled, augmented batches of exactly `batch_size` examples.
+
+    Consecutive epochs are chained, so any batch size (even one larger than the data set)
+    gets full batches and no example is dropped at epoch ends.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalizer,
+        seed: int,
+        crop_pad: int,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.crop_pad = crop_pad
+        self.memory_format = memory_format
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = torch.empty(0, dtype=torch.long, device=self.images.device)
+        while True:
+            while len(order) < self.batch_size:
+                fresh = torch.randperm(len(self.images), device=self.images.device, generator=self.generator)
+                order = torch.cat([order, fresh])
+            index, order = order[: self.batch_size], order[self.batch_size :]
+            images = flip_and_crop(self.normalize(self.images[index]), self.crop_pad, self.generator)
+            yield images.contiguous(memory_format=self.memory_format), self.labels[index]
+
+
+class EvalBatches:
+    """Fixed-order, unaugmented batches over a whole split."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        normalize: Normalizer,
+        batch_size: int = 1024,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.memory_format = memory_format
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, len(self.images), self.batch_size):
+            images = self.normalize(self.images[start : start + self.batch_size])
+            yield images.contiguous(memory_format=self.memory_format), self.labels[start : start + self.batch_size]
+
+
+class DeviceData:
+    """One worker's data: the train/validation split on its device, ready for every trial."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device) -> None:
+        self.train_images = images[train_index].to(device)
+        self.train_labels = labels[train_index].to(device)
+        self.val_images = images[val_index].to(device)
+        self.val_labels = labels[val_index].to(device)
+        self.normalize = Normalizer(self.train_images)
+        self.device = device
+        # Pad by an eighth of the image side: 4 pixels on 32x32 CIFAR, as is standard.
+        self.crop_pad = max(1, self.train_images.shape[-1] // 8)
+        # Convolutions on a GPU run faster on NHWC tensors; on the CPU the gain is not reliable.
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    def train_batches(self, batch_size: int, seed: int) -> TrainBatches:
+        return TrainBatches(self.train_images, self.train_labels, batch_size, self.normalize, seed, self.crop_pad, self.memory_format)
+
+    def val_batches(self) -> EvalBatches:
+        return EvalBatches(self.val_images, self.val_labels, self.normalize, memory_format=self.memory_format)

@@ -1,0 +1,111 @@
+"""One trial: sample hyperparameters, train under the fixed example budget, store the results."""
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from models import build_model
+from search import space
+from search.batches import DeviceData
+from search.errors import TrialFailed
+from search.reporting import CheckpointListener, ExamplesSeenReporter
+from search.spec import StudySpec
+from search.training import TrainingPlan, train
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class Objective:
+    """Callable for `study.optimize`; holds what stays the same across a worker's trials."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        data: DeviceData,
+        num_classes: int,
+        device_name: str,
+        on_checkpoint: CheckpointListener | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.num_classes = num_classes
+        self.device_name = device_name
+        self.on_checkpoint = on_checkpoint
+        self.on_start = on_start
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.on_start:
+            self.on_start()
+        started = time.perf_counter()
+        spec = self.spec
+        hp = space.sample(trial, spec)
+        plan = TrainingPlan(
+            batch_size=hp.batch_size,
+            steps=spec.steps(hp.batch_size),
+            effective_lr=hp.effective_lr,
+            momentum=hp.momentum,
+            report_every_examples=spec.report_every(),
+            seed=spec.sampler.seed * 1_000_003 + trial.number,
+        )
+        attrs: dict[str, Any] = {
+            "effective_lr": hp.effective_lr,
+            "steps": plan.steps,
+            "budget_examples": spec.budget_examples,
+            "device": self.device_name,
+            "seed": plan.seed,
+        }
+        model = build_model(spec.model.name, self.num_classes, self.data.train_images.shape[1], **spec.model.args)
+        reporter = ExamplesSeenReporter(trial, self.on_checkpoint)
+        try:
+            log, steps_done, train_seconds = train(model, self.data, plan, spec.optimizer, spec.schedule, [reporter])
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._store(trial, {**attrs, "reason": "out_of_memory", "wall_seconds": time.perf_counter() - started})
+            raise TrialFailed("out_of_memory", str(error).split("\n")[0]) from None
+        examples_seen = steps_done * plan.batch_size
+        pure_training = max(train_seconds - log.validation_seconds, 1e-9)
+        attrs.update(
+            examples_seen=examples_seen,
+            wall_seconds=time.perf_counter() - started,
+            examples_per_second=examples_seen / pure_training,
+        )
+        if log.checkpoints:
+            final = log.checkpoints[-1]
+            finite = [c for c in log.checkpoints if c.val_loss == c.val_loss]
+            best = min(finite, key=lambda c: c.val_loss) if finite else final
+            attrs.update(
+                final_val_loss=final.val_loss,
+                final_val_acc=final.val_acc,
+                best_val_loss=best.val_loss,
+                best_val_acc=best.val_acc,
+                train_loss=final.train_loss,
+            )
+        if log.stop_reason == "pruned":
+            attrs["reason"] = f"pruned at {examples_seen:,} examples"
+        elif log.stop_reason == "diverged":
+            attrs["reason"] = "diverged"
+        self._store(trial, attrs)
+        if log.stop_reason:
+            # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
+            raise optuna.TrialPruned(attrs["reason"])
+        return attrs["final_val_loss"]
+
+    @staticmethod
+    def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)

@@ -1,0 +1,145 @@
+"""Study storage: an embedded SQLite file by default, PostgreSQL for many workers and machines.
+
+The URL comes from `--storage`, else the `SEARCH_STORAGE` environment variable (keeps
+credentials out of shell history), else the study file, else `results/<study>.sqlite3`.
+Passwords can also stay out of the URL entirely: psycopg2 reads PGPASSWORD and ~/.pgpass.
+Passwords are never printed: every URL shown goes through `redact`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from search.errors import UserError
+from search.spec import StudySpec
+
+STORAGE_ENV = "SEARCH_STORAGE"
+RESULTS_DIR = Path("results")
+# Optuna's RDBStorage needs two pooled connections per process (one is not enough); keeping
+# it at two bounds the connections at 2 x workers, e.g. 64 for 32 workers under the default 100.
+POOL_SIZE = 2
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def resolve_url(cli_storage: str | None, spec: StudySpec) -> str:
+    url = cli_storage or os.environ.get(STORAGE_ENV) or spec.storage
+    if url:
+        return url
+    return f"sqlite:///{(RESULTS_DIR / f'{spec.name}.sqlite3').resolve()}"
+
+
+def redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<malformed storage URL>"
+
+
+def backend(url: str) -> str:
+    try:
+        name = make_url(url).get_backend_name()
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(
+            f"Storage URL {redact(url)} is malformed. Use sqlite:///path/to/file.sqlite3 or "
+            "postgresql+psycopg2://user@host:5432/database (password in PGPASSWORD or ~/.pgpass)."
+        ) from None
+    if name not in ("sqlite", "postgresql"):
+        raise UserError(f"Storage back end '{name}' is not supported. Use sqlite:///FILE or postgresql+psycopg2://user@host/db.")
+    return name
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if backend(url) == "sqlite":
+        return {"connect_args": {"timeout": 60}}
+    # Optuna sets pool_pre_ping only for MySQL; PostgreSQL needs it to survive server restarts.
+    return {
+        "pool_size": POOL_SIZE,
+        "max_overflow": 0,
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "batch-size-search"},
+    }
+
+
+def _explain(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return " ".join(str(original).split("\n")[0:2]).strip()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Connect (creating Optuna's tables if needed); an unreachable database is a UserError."""
+    if backend(url) == "sqlite":
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as error:
+        raise UserError(
+            f"Cannot open the study storage {redact(url)}: {_explain(error)}. Check that the database server "
+            f"is running and reachable, the database exists and the user and password are right "
+            f"(PGPASSWORD or ~/.pgpass), or leave --storage out to use the local SQLite file."
+        ) from None
+
+
+def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Create the study once (before any worker starts), or resume it if the spec still matches."""
+    study = optuna.create_study(
+        storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
+    )
+    stored = study.user_attrs.get("comparability")
+    key = spec.comparability_key()
+    if stored is None:
+        study.set_user_attr("comparability", key)
+        study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
+        study.set_user_attr("lr_parameterization", spec.lr_parameterization.describe())
+        study.set_user_attr("budget_examples", spec.budget_examples)
+        study.set_user_attr("report_every_examples", spec.report_every())
+    elif stored != key:
+        changed = sorted(k for k in key if stored.get(k) != key[k])
+        raise UserError(
+            f"Study '{spec.name}' already exists in this storage with different settings ({', '.join(changed)}), "
+            f"so its trials would not be comparable with new ones. Run with --study-name NEW_NAME (or another "
+            f"--storage) to start a new study, or restore the original settings to resume it."
+        )
+    return study
+
+
+class TrialGate:
+    """Makes "count the study's trials, then start one" atomic across workers.
+
+    With it, `n_trials` is an exact study-wide total even when many workers on many machines
+    finish at once. On PostgreSQL it is a session advisory lock (released by the server if
+    the worker dies); SQLite studies have a single worker, so there is nothing to serialize.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool) if backend(url) == "postgresql" else None
+        self._key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:8], "big", signed=True)
+        self._connection: sqlalchemy.Connection | None = None
+
+    def acquire(self) -> None:
+        if self._engine is None:
+            return
+        # Polling a try-lock, instead of queueing on pg_advisory_lock, keeps at most one
+        # connection per waiting worker open for a moment, not for the whole wait.
+        while True:
+            connection = self._engine.connect()
+            if connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar():
+                self._connection = connection
+                return
+            connection.close()
+            time.sleep(random.uniform(0.02, 0.2))
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            self._connection.close()
+            self._connection = None
