@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import time
 from typing import Any, Callable
 
@@ -12,6 +14,7 @@ from models import build_model
 from search import space
 from search.batches import DeviceData
 from search.errors import TrialFailed
+from search.shutdown import STOP
 from search.reporting import CheckpointListener, ExamplesSeenReporter
 from search.spec import StudySpec
 from search.training import TrainingPlan, train
@@ -62,6 +65,7 @@ class Objective:
             "steps": plan.steps,
             "budget_examples": spec.budget_examples,
             "device": self.device_name,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
             "seed": plan.seed,
         }
         model = build_model(spec.model.name, self.num_classes, self.data.train_images.shape[1], **spec.model.args)
@@ -99,7 +103,13 @@ class Objective:
             attrs["reason"] = f"pruned at {examples_seen:,} examples"
         elif log.stop_reason == "diverged":
             attrs["reason"] = "diverged"
+        elif log.stop_reason == "interrupted":
+            attrs["reason"] = STOP.reason
         self._store(trial, attrs)
+        if log.stop_reason == "interrupted":
+            # Queue the same configuration again: re-running the command carries on with it.
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise TrialFailed(STOP.reason)
         if log.stop_reason:
             # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
             raise optuna.TrialPruned(attrs["reason"])

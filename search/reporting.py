@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 
+from search.shutdown import STOP
 from search.training import Checkpoint, Classifier
 
 CheckpointListener = Callable[[optuna.Trial, Checkpoint], None]
@@ -25,6 +26,12 @@ class ExamplesSeenReporter(pl.Callback):
         self.trial = trial
         self.on_checkpoint = on_checkpoint
         self._validation_started = 0.0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+        if STOP:
+            assert isinstance(pl_module, Classifier)
+            pl_module.log_book.stop_reason = "interrupted"
+            trainer.should_stop = True
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validation_started = time.perf_counter()

@@ -20,6 +20,7 @@ from search.data import load_dataset, stratified_split
 from search.errors import UserError, exits_on_user_error
 from search.progress import summary
 from search.pruners import build_pruner
+from search.shutdown import STOP
 from search.space import build_sampler
 from search.spec import StudySpec, load_spec
 from search.storage import STORAGE_ENV, backend, create_or_resume, open_storage, redact, resolve_url
@@ -103,14 +104,17 @@ def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool) -> int:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         command = [sys.executable, "-m", "search.worker", str(index)] + (["--quiet"] if quiet else [])
-        processes.append(subprocess.Popen(command, env=env))
-    try:
-        codes = [p.wait() for p in processes]
-    except KeyboardInterrupt:
-        for p in processes:
-            p.send_signal(signal.SIGINT)
-        codes = [p.wait() for p in processes]
-    return max(codes)
+        # A session of its own: Ctrl-C reaches the workers once, forwarded from here.
+        processes.append(subprocess.Popen(command, env=env, start_new_session=True))
+
+    def forward(number: int, frame: object) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(number)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, forward)
+    return max(process.wait() for process in processes)
 
 
 @exits_on_user_error
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     study = create_or_resume(storage, spec, build_sampler(spec), pruner)
     _print_header(spec, url, workers, len(train_index), len(val_index), image_data)
     if workers == 1:
+        STOP.install()
         code = run_worker(spec, url, images=image_data, quiet=args.quiet)
     else:
         storage.engine.dispose()  # no pooled connection may cross into the workers

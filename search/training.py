@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from search.batches import DeviceData
@@ -152,7 +153,11 @@ def train(
         callbacks=callbacks,
     )
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=data.train_batches(plan.batch_size, plan.seed), val_dataloaders=data.val_batches())
+    try:
+        trainer.fit(module, train_dataloaders=data.train_batches(plan.batch_size, plan.seed), val_dataloaders=data.val_batches())
+    except SIGTERMException:
+        # Lightning turns SIGTERM into SystemExit(0), which would leave the trial RUNNING.
+        module.log_book.stop_reason = "interrupted"
     final_examples = trainer.global_step * plan.batch_size
     if module.log_book.stop_reason is None and final_examples % plan.report_every_examples:
         # The budget is not a multiple of the report interval: measure the final weights too.

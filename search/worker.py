@@ -20,13 +20,14 @@ from search.errors import TrialFailed, exits_on_user_error
 from search.objective import Objective
 from search.progress import checkpoint_line, print_trial
 from search.pruners import build_pruner
+from search.shutdown import STOP
 from search.space import build_sampler
 from search.spec import StudySpec
 from search.storage import STORAGE_ENV, TrialGate, open_storage
 
 SPEC_ENV = "SEARCH_WORKER_SPEC"
-# Our own line per trial replaces Optuna's INFO log, which would say the same thing twice.
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Our own line per trial (with the reason of a failure) replaces Optuna's log of trials.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 MAX_FAILURES_IN_A_ROW = 5
 _CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -58,7 +59,7 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
     )
     finished: list[FrozenTrial] = []
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not STOP:
         gate.acquire()
         try:
             if spec.n_trials is not None and len(study.get_trials(deepcopy=False, states=_CLAIMED)) >= spec.n_trials:
@@ -73,6 +74,9 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
             print(f"worker {worker_index}: {MAX_FAILURES_IN_A_ROW} trials failed in a row "
                   f"({recent[-1].user_attrs.get('reason', 'see above')}); stopping this worker.", file=sys.stderr)
             return 1
+    if STOP:
+        print(f"worker {worker_index}: {STOP.reason}; run the same command again to resume the study.", file=sys.stderr, flush=True)
+        return STOP.exit_code
     return 0
 
 
@@ -80,6 +84,7 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
 def main() -> int:
     """Entry point of the worker processes that `search.run` starts (not for direct use)."""
     spec = StudySpec.model_validate(json.loads(os.environ[SPEC_ENV]))
+    STOP.install()
     threads = os.environ.get("SEARCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))

@@ -1,0 +1,141 @@
+"""Shared fixtures: tiny real data sets in every accepted form, study files, storages."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("SEARCH_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["SEARCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("SEARCH_STORAGE", None)
+
+
+def _class_images(n: int, classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose colour says the class: real pixels, learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    base = (labels[:, None, None, None] * (200 // classes) + 20).astype(np.int16)
+    images = base + rng.integers(-15, 16, size=(n, 3, size, size))
+    return images.clip(0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def cifar_python_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small archive in the official `cifar-10-python.tar.gz` format."""
+    root = tmp_path_factory.mktemp("cifar_python")
+    archive = root / "cifar-10-python.tar.gz"
+    names = [f"class{i}".encode() for i in range(10)]
+
+    def add(tar: tarfile.TarFile, name: str, payload: dict[bytes, Any]) -> None:
+        blob = pickle.dumps(payload)
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+
+    with tarfile.open(archive, "w:gz") as tar:
+        for batch in range(1, 6):
+            images, labels = _class_images(60, 10, 32, seed=batch)
+            add(tar, f"data_batch_{batch}", {b"data": images.reshape(60, -1), b"labels": labels.tolist()})
+        images, labels = _class_images(50, 10, 32, seed=9)
+        add(tar, "test_batch", {b"data": images.reshape(50, -1), b"labels": labels.tolist()})
+        add(tar, "batches.meta", {b"label_names": names})
+    return archive
+
+
+def write_image_folder(root: Path, classes: int = 3, size: int = 24, per_class: int = 40, suffix: str = ".png") -> Path:
+    for split, count, seed in (("train", per_class, 1), ("test", per_class // 4, 2)):
+        images, labels = _class_images(count * classes, classes, size, seed)
+        for index, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / f"kind_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index:04d}{suffix}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes of 24x24 PNGs in train/<class>/ and test/<class>/ (not CIFAR's shape)."""
+    return write_image_folder(tmp_path_factory.mktemp("folder") / "flowers")
+
+
+@pytest.fixture(scope="session")
+def image_folder_tar(image_folder: Path) -> Path:
+    archive = image_folder.parent / "flowers.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder, arcname="flowers")
+    return archive
+
+
+SMALL_STUDY: dict[str, Any] = {
+    "dataset": {"name": "synthetic", "image_size": 12, "num_classes": 3, "train_examples": 600, "test_examples": 120, "val_size": 120},
+    "model": {"name": "tiny_cnn", "args": {"width": 4}},
+    "budget_examples": 512,
+    "min_steps": 4,
+    "search_space": {"batch_size": [16, 32, 64], "lr": {"low": 0.01, "high": 0.5, "log": True}, "momentum": {"low": 0.5, "high": 0.9}},
+    "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 2},
+    "pruner": {"name": "median", "report_every_examples": 128, "args": {"n_startup_trials": 1}},
+    "n_trials": 3,
+}
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = merge(base[key], value) if value and isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a small study file (a unique name per test) with changes merged in."""
+
+    def write(changes: dict[str, Any] | None = None, name: str | None = None) -> Path:
+        spec = merge(SMALL_STUDY, changes or {})
+        spec.setdefault("name", name or f"t_{uuid.uuid4().hex[:10]}")
+        path = tmp_path / f"{spec['name']}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    return write
+
+
+def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The local PostgreSQL server over a real connection; CI starts it (.ci/run)."""
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def drop_studies() -> Any:
+    """Delete the named studies from PostgreSQL after the test, so reruns start clean."""
+    names: list[tuple[str, str]] = []
+    yield lambda url, name: names.append((url, name))
+    for url, name in names:
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
