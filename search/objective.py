@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 import torch
 
 from models import build_model
@@ -51,6 +52,10 @@ class Objective:
             self.on_start()
         started = time.perf_counter()
         spec = self.spec
+        # Optuna 5 exposes system attributes only on frozen trials: ask the storage for ours.
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
+        if retried is not None:
+            trial.set_user_attr("retry_of", retried)
         hp = space.sample(trial, spec)
         plan = TrainingPlan(
             batch_size=hp.batch_size,
@@ -61,6 +66,7 @@ class Objective:
             seed=spec.sampler.seed * 1_000_003 + trial.number,
         )
         attrs: dict[str, Any] = {
+            "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
             "effective_lr": hp.effective_lr,
             "steps": plan.steps,
             "budget_examples": spec.budget_examples,

@@ -114,7 +114,13 @@ def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool) -> int:
 
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, forward)
-    return max(process.wait() for process in processes)
+    codes = [process.wait() for process in processes]
+    for index, code in enumerate(codes):
+        if code < 0:
+            print(f"worker {index} was killed by {signal.Signals(-code).name}; its trial is retried by the others "
+                  f"(or by the next run) once its heartbeat is missed.", file=sys.stderr)
+    # The shell's convention for a death by signal N is 128 + N.
+    return next((128 - code if code < 0 else code for code in codes if code), 0)
 
 
 @exits_on_user_error

@@ -174,6 +174,10 @@ class StudySpec(_Spec):
     n_trials: Annotated[int, Field(ge=1)] | None = 50
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     storage: str | None = None
+    # Workers beat this often; a trial whose worker is silent for 3 beats is failed and retried.
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = 30
+    # How long a worker retries a broken database connection (a restart) before giving up.
+    storage_retry_seconds: Annotated[float, Field(gt=0)] = 120
 
     @model_validator(mode="after")
     def _budget_fits(self) -> StudySpec:

@@ -11,15 +11,21 @@ import hashlib
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 
 from search.errors import UserError
+from search.reconnect import RETRY_WINDOW_SECONDS, Reconnecting, ReconnectingRDBStorage, retrying
 from search.spec import StudySpec
+
+# Heartbeats and their retry callback have been "experimental" since Optuna 2.8; we rely on them.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 STORAGE_ENV = "SEARCH_STORAGE"
 RESULTS_DIR = Path("results")
@@ -27,6 +33,9 @@ RESULTS_DIR = Path("results")
 # it at two bounds the connections at 2 x workers, e.g. 64 for 32 workers under the default 100.
 POOL_SIZE = 2
 CONNECT_TIMEOUT_SECONDS = 10
+# A worker is declared lost after this many missed heartbeats; its trial is retried this often.
+HEARTBEAT_GRACE_FACTOR = 3
+MAX_RETRIES = 3
 
 
 def resolve_url(cli_storage: str | None, spec: StudySpec) -> str:
@@ -73,20 +82,32 @@ def _explain(error: Exception) -> str:
     return " ".join(str(original).split("\n")[0:2]).strip()
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Connect (creating Optuna's tables if needed); an unreachable database is a UserError."""
+def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: float = RETRY_WINDOW_SECONDS) -> optuna.storages.RDBStorage:
+    """Connect (creating Optuna's tables if needed); an unreachable database is a UserError.
+
+    With a heartbeat, a trial whose worker died (SIGKILL, lost machine) is failed after the
+    grace period by the next worker that starts a trial, and its parameters are queued again.
+    """
     if backend(url) == "sqlite":
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        storage = ReconnectingRDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=HEARTBEAT_GRACE_FACTOR * heartbeat_seconds if heartbeat_seconds else None,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat_seconds else None,
+        )
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as error:
         raise UserError(
             f"Cannot open the study storage {redact(url)}: {_explain(error)}. Check that the database server "
             f"is running and reachable, the database exists and the user and password are right "
             f"(PGPASSWORD or ~/.pgpass), or leave --storage out to use the local SQLite file."
         ) from None
+    storage.retry_window = retry_seconds
+    return storage
 
 
 def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
@@ -112,7 +133,7 @@ def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, samp
     return study
 
 
-class TrialGate:
+class TrialGate(Reconnecting):
     """Makes "count the study's trials, then start one" atomic across workers.
 
     With it, `n_trials` is an exact study-wide total even when many workers on many machines
@@ -120,11 +141,13 @@ class TrialGate:
     the worker dies); SQLite studies have a single worker, so there is nothing to serialize.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, retry_seconds: float = RETRY_WINDOW_SECONDS) -> None:
+        self.retry_window = retry_seconds
         self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool) if backend(url) == "postgresql" else None
         self._key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:8], "big", signed=True)
         self._connection: sqlalchemy.Connection | None = None
 
+    @retrying
     def acquire(self) -> None:
         if self._engine is None:
             return
@@ -140,6 +163,9 @@ class TrialGate:
 
     def release(self) -> None:
         if self._connection is not None:
-            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-            self._connection.close()
+            try:
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                self._connection.close()
+            except sqlalchemy.exc.SQLAlchemyError:
+                pass  # the connection broke, and the server released the lock with its session
             self._connection = None

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 
 import optuna
 import torch
@@ -29,7 +30,6 @@ SPEC_ENV = "SEARCH_WORKER_SPEC"
 # Our own line per trial (with the reason of a failure) replaces Optuna's log of trials.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 MAX_FAILURES_IN_A_ROW = 5
-_CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 def worker_device() -> tuple[torch.device, str]:
@@ -46,13 +46,13 @@ def device_data(spec: StudySpec, images: ImageData, device: torch.device) -> Dev
 
 def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images: ImageData | None = None, quiet: bool = False) -> int:
     """Run trials until the study holds `spec.n_trials` finished or running trials, or time is up."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds)
     study = optuna.load_study(
         study_name=spec.name, storage=storage, sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec)
     )
     device, device_name = worker_device()
     images = images or load_dataset(spec.dataset)
-    gate = TrialGate(storage_url, spec.name)
+    gate = TrialGate(storage_url, spec.name, spec.storage_retry_seconds)
     objective = Objective(
         spec, device_data(spec, images, device), images.num_classes, device_name,
         on_checkpoint=None if quiet else checkpoint_line, on_start=gate.release,
@@ -62,13 +62,27 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
     while time.monotonic() < deadline and not STOP:
         gate.acquire()
         try:
-            if spec.n_trials is not None and len(study.get_trials(deepcopy=False, states=_CLAIMED)) >= spec.n_trials:
+            # Fail (and re-queue) the trials of workers that died, so their slots free up.
+            optuna.storages.fail_stale_trials(study)
+            states = Counter(t.state for t in study.get_trials(deepcopy=False))
+            done = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+            if spec.n_trials is not None and done >= spec.n_trials:
                 break
-            study.optimize(
-                objective, n_trials=1, catch=(TrialFailed,), callbacks=[print_trial, lambda s, t: finished.append(t)]
-            )
+            claimed = spec.n_trials is not None and done + states[TrialState.RUNNING] >= spec.n_trials
+            if not claimed:
+                study.optimize(
+                    objective, n_trials=1, catch=(TrialFailed,), callbacks=[print_trial, lambda s, t: finished.append(t)]
+                )
+        except Exception:
+            if storage.lost:  # whatever Optuna raised on the way out, the cause is the database
+                raise storage.lost from None
+            raise
         finally:
             gate.release()
+        if claimed:
+            # The last trials are running elsewhere; wait in case their workers die.
+            time.sleep(min(5.0, spec.heartbeat_seconds))
+            continue
         recent = finished[-MAX_FAILURES_IN_A_ROW:]
         if len(recent) == MAX_FAILURES_IN_A_ROW and all(t.state == TrialState.FAIL for t in recent):
             print(f"worker {worker_index}: {MAX_FAILURES_IN_A_ROW} trials failed in a row "

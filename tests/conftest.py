@@ -7,6 +7,8 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -139,3 +141,52 @@ def drop_studies() -> Any:
             optuna.delete_study(study_name=name, storage=url)
         except KeyError:
             pass
+
+
+class Background:
+    """A CLI running as a real subprocess, its output collected by a thread as it comes."""
+
+    def __init__(self, module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=cwd, env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 120, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.output.count(text) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None and self.output.count(text) < count:
+                self._reader.join(timeout=5)
+                if self.output.count(text) >= count:
+                    return
+                raise AssertionError(f"{text!r} did not appear {count}x; output so far:\n{self.output}")
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = 300) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+
+def pg_ctl(action: str) -> None:
+    """Stop, start or restart the local PostgreSQL cluster (our machines, as root)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True, capture_output=True)
+    if action != "stop":
+        for _ in range(60):
+            if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise AssertionError("PostgreSQL did not come back")

@@ -1,0 +1,138 @@
+"""Faults injected for real: killed workers, signals, a restarted or vanished PostgreSQL."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from tests.conftest import Background, pg_ctl, run_cli
+
+pytestmark = pytest.mark.postgres
+
+# Trials of a few seconds each, validated often: long enough to be hit mid-trial.
+SLOW_TRIALS = {
+    "budget_examples": 32768, "heartbeat_seconds": 1,
+    "search_space": {"batch_size": [16]}, "pruner": {"name": "none", "report_every_examples": 2048, "args": {}},
+}
+CHECKPOINT = "examples  train_loss"
+
+
+def states(url: str, name: str) -> Counter[str]:
+    return Counter(t.state.name for t in optuna.load_study(study_name=name, storage=url).trials)
+
+
+def worker_pids(parent: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def test_a_worker_killed_mid_trial_is_failed_retried_and_the_study_completes(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
+) -> None:  # type: ignore[no-untyped-def]
+    path = study_file({**SLOW_TRIALS, "n_trials": 4})
+    drop_studies(postgres_url, path.stem)
+    run = Background("search.run", "--study", str(path), "--workers", "2", "--storage", postgres_url, cwd=tmp_path)
+    run.wait_for(CHECKPOINT, count=2)
+    victim = worker_pids(run.process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert run.wait() == 128 + signal.SIGKILL, run.output
+    trials = optuna.load_study(study_name=path.stem, storage=postgres_url).trials
+    counts = Counter(t.state for t in trials)
+    assert counts == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}, run.output
+    lost = next(t for t in trials if t.state == TrialState.FAIL)
+    assert lost.user_attrs["reason"] == "worker lost (no heartbeat)"
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == lost.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == lost.params and retry.user_attrs["reason"] == ""
+
+
+def test_sigint_ends_running_trials_with_a_reason_and_the_same_command_resumes(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
+) -> None:  # type: ignore[no-untyped-def]
+    path = study_file({**SLOW_TRIALS, "n_trials": 3})
+    drop_studies(postgres_url, path.stem)
+    command = ("search.run", "--study", str(path), "--workers", "2", "--storage", postgres_url)
+    run = Background(*command, cwd=tmp_path)
+    run.wait_for(CHECKPOINT, count=2)
+    run.process.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130, run.output
+    trials = optuna.load_study(study_name=path.stem, storage=postgres_url).trials
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs["reason"] == "interrupted (SIGINT)" for t in interrupted)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    queued = {t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING}
+    assert queued == {t.number for t in interrupted}
+    result = run_cli(*command, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert states(postgres_url, path.stem)["COMPLETE"] == 3
+    assert states(postgres_url, path.stem).keys() <= {"COMPLETE", "FAIL"}
+
+
+def _server_started(url: str) -> object:
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as connection:
+        return connection.execute(sqlalchemy.text("SELECT pg_postmaster_start_time()")).scalar()
+
+
+def test_workers_ride_out_a_postgres_restart(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
+) -> None:  # type: ignore[no-untyped-def]
+    path = study_file({**SLOW_TRIALS, "n_trials": 5, "budget_examples": 16384, "pruner": {"name": "none", "report_every_examples": 1024, "args": {}}})
+    drop_studies(postgres_url, path.stem)
+    before = _server_started(postgres_url)
+    run = Background("search.run", "--study", str(path), "--workers", "2", "--storage", postgres_url, cwd=tmp_path)
+    run.wait_for(CHECKPOINT, count=3)
+    pg_ctl("restart")
+    assert _server_started(postgres_url) != before
+    assert run.wait() == 0, run.output
+    counts = states(postgres_url, path.stem)
+    assert counts["COMPLETE"] == 5 and "RUNNING" not in counts and "WAITING" not in counts, counts
+
+
+def test_a_database_gone_longer_than_the_retry_window_stops_cleanly_and_a_rerun_completes(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
+) -> None:  # type: ignore[no-untyped-def]
+    path = study_file({**SLOW_TRIALS, "n_trials": 2, "storage_retry_seconds": 2})
+    drop_studies(postgres_url, path.stem)
+    command = ("search.run", "--study", str(path), "--storage", postgres_url)
+    run = Background(*command, cwd=tmp_path)
+    run.wait_for(CHECKPOINT)
+    pg_ctl("stop")
+    try:
+        assert run.wait(timeout=120) == 2, run.output
+    finally:
+        pg_ctl("start")
+    assert "Lost the connection to the study database" in run.output and "Traceback" not in run.output
+    result = run_cli(*command, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = states(postgres_url, path.stem)
+    assert counts["COMPLETE"] == 2 and "RUNNING" not in counts, counts
+
+
+def test_eight_workers_from_two_hosts_keep_the_study_total_exact(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
+) -> None:  # type: ignore[no-untyped-def]
+    """Two independent `search.run` commands (separate process trees, environments and caches,
+    as on two machines) with four workers each, against one PostgreSQL study."""
+    path = study_file({"n_trials": 24})
+    drop_studies(postgres_url, path.stem)
+    hosts = []
+    for host in ("host_a", "host_b"):
+        home = tmp_path / host
+        home.mkdir()
+        env = {"SEARCH_STORAGE": postgres_url, "SEARCH_CACHE_DIR": str(home / "cache"), "HOME": str(home)}
+        hosts.append(Background("search.run", "--study", str(path), "--workers", "4", "--quiet", cwd=home, env=env))
+    assert [host.wait() for host in hosts] == [0, 0], "\n".join(h.output for h in hosts)
+    trials = optuna.load_study(study_name=path.stem, storage=postgres_url).trials
+    assert sorted(t.number for t in trials) == list(range(24))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 4
+    printed = sum(host.output.count(" ex/s") for host in hosts) - 2  # minus each host's "best" line
+    assert printed == 24
