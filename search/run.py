@@ -70,7 +70,7 @@ def _check_model(spec: StudySpec, num_classes: int, image_shape: tuple[int, int,
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(
             f"Model '{spec.model.name}' with arguments {spec.model.args} cannot be built for {num_classes} classes of "
-            f"{'x'.join(map(str, image_shape))} images: {str(error).strip(chr(39))}. Fix `model` in the study file."
+            f"{'x'.join(map(str, image_shape))} images: {error.args[0] if error.args else error}. Fix `model` in the study file."
         ) from None
     if logits.shape != (2, num_classes):
         raise UserError(f"Model '{spec.model.name}' returns shape {tuple(logits.shape)}, expected (batch, {num_classes}).")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from PIL import Image
 
@@ -100,7 +101,8 @@ SMALL_STUDY: dict[str, Any] = {
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in changes.items():
-        merged[key] = merge(base[key], value) if value and isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        nested = key != "args" and isinstance(value, dict) and isinstance(base.get(key), dict)  # args are replaced whole
+        merged[key] = merge(base[key], value) if nested else value
     return merged
 
 
@@ -123,6 +125,27 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = Non
         [sys.executable, "-m", module, *args],
         cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
+
+
+PASSWORD_ROLE = ("search_pw", "search-pw-secret")
+
+
+@pytest.fixture(scope="session")
+def password_role() -> None:
+    """A PostgreSQL role that must log in with a password (the server trusts everyone else)."""
+    engine = sqlalchemy.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        user, password = PASSWORD_ROLE
+        if not connection.execute(sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :u"), {"u": user}).scalar():
+            connection.execute(sqlalchemy.text(f"CREATE ROLE {user} LOGIN"))
+        connection.execute(sqlalchemy.text(f"ALTER ROLE {user} PASSWORD '{password}'"))
+        hba = Path(connection.execute(sqlalchemy.text("SHOW hba_file")).scalar())
+        rule = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        if rule not in hba.read_text():
+            hba.write_text(rule + hba.read_text())  # first match wins: before the trust rules
+            connection.execute(sqlalchemy.text("SELECT pg_reload_conf()"))
+        if not connection.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :u"), {"u": user}).scalar():
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {user} OWNER {user}"))
 
 
 @pytest.fixture

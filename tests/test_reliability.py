@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -13,9 +16,12 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from search.pruners import build_pruner
+from search.space import build_sampler
+from search.spec import load_spec
+from search.storage import create_or_resume, open_storage
 from tests.conftest import Background, pg_ctl, run_cli
 
-pytestmark = pytest.mark.postgres
 
 # Trials of a few seconds each, validated often: long enough to be hit mid-trial.
 SLOW_TRIALS = {
@@ -34,6 +40,7 @@ def worker_pids(parent: int) -> list[int]:
     return [int(pid) for pid in found]
 
 
+@pytest.mark.postgres
 def test_a_worker_killed_mid_trial_is_failed_retried_and_the_study_completes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
 ) -> None:  # type: ignore[no-untyped-def]
@@ -53,6 +60,7 @@ def test_a_worker_killed_mid_trial_is_failed_retried_and_the_study_completes(
     assert retry.state == TrialState.COMPLETE and retry.params == lost.params and retry.user_attrs["reason"] == ""
 
 
+@pytest.mark.postgres
 def test_sigint_ends_running_trials_with_a_reason_and_the_same_command_resumes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
 ) -> None:  # type: ignore[no-untyped-def]
@@ -81,6 +89,7 @@ def _server_started(url: str) -> object:
         return connection.execute(sqlalchemy.text("SELECT pg_postmaster_start_time()")).scalar()
 
 
+@pytest.mark.postgres
 def test_workers_ride_out_a_postgres_restart(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
 ) -> None:  # type: ignore[no-untyped-def]
@@ -96,6 +105,7 @@ def test_workers_ride_out_a_postgres_restart(
     assert counts["COMPLETE"] == 5 and "RUNNING" not in counts and "WAITING" not in counts, counts
 
 
+@pytest.mark.postgres
 def test_a_database_gone_longer_than_the_retry_window_stops_cleanly_and_a_rerun_completes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
 ) -> None:  # type: ignore[no-untyped-def]
@@ -116,6 +126,7 @@ def test_a_database_gone_longer_than_the_retry_window_stops_cleanly_and_a_rerun_
     assert counts["COMPLETE"] == 2 and "RUNNING" not in counts, counts
 
 
+@pytest.mark.postgres
 def test_eight_workers_from_two_hosts_keep_the_study_total_exact(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
 ) -> None:  # type: ignore[no-untyped-def]
@@ -136,3 +147,62 @@ def test_eight_workers_from_two_hosts_keep_the_study_total_exact(
     assert len({t.user_attrs["worker"] for t in trials}) >= 4
     printed = sum(host.output.count(" ex/s") for host in hosts) - 2  # minus each host's "best" line
     assert printed == 24
+
+
+def test_out_of_memory_fails_that_trial_and_the_next_one_runs(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    """A real allocation failure: the worker runs under an address-space limit that a batch of
+    4096 32x32 images through a wide CNN exceeds (about 4.5 GB) and a batch of 512 does not."""
+    path = study_file({
+        "n_trials": 1, "budget_examples": 4096, "min_steps": 1,
+        "dataset": {"image_size": 32}, "model": {"args": {"width": 64}},
+        "search_space": {"batch_size": [512, 4096]}, "pruner": {"name": "none", "report_every_examples": 4096, "args": {}},
+    })
+    url = f"sqlite:///{tmp_path / 'oom.sqlite3'}"
+    spec = load_spec(str(path))
+    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study.enqueue_trial({"batch_size": 4096, "lr": 0.1, "momentum": 0.9})
+    study.enqueue_trial({"batch_size": 512, "lr": 0.1, "momentum": 0.9})
+    limit = 2_500_000_000
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "search.run", "--study", str(path), "--storage", url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=limit_memory,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    too_big, fits = optuna.load_study(study_name=path.stem, storage=url).trials
+    assert too_big.state == TrialState.FAIL and too_big.user_attrs["reason"] == "out_of_memory", result.stdout
+    assert fits.state == TrialState.COMPLETE
+    assert "(out_of_memory)" in result.stdout
+
+
+@pytest.mark.postgres
+def test_32_workers_stay_within_postgres_connection_limits(tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
+    name = f"pool_{os.getpid()}"
+    drop_studies(postgres_url, name)
+    optuna.create_study(study_name=name, storage=postgres_url)
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as connection:
+        max_connections = int(connection.execute(sqlalchemy.text("SHOW max_connections")).scalar())
+    clients = [
+        subprocess.Popen([sys.executable, "-m", "tests.pool_client", postgres_url, name, "3"], cwd=Path(__file__).parents[1],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(32)
+    ]
+    peak = 0
+    with engine.connect() as connection:
+        while any(client.poll() is None for client in clients):
+            count = connection.execute(
+                sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"), {"app": "batch-size-search"}
+            ).scalar()
+            connection.rollback()  # pg_stat_activity is a per-transaction snapshot
+            peak = max(peak, int(count))
+            time.sleep(0.05)
+    outputs = [client.communicate()[0] for client in clients]
+    assert [client.returncode for client in clients] == [0] * 32, "\n".join(outputs)
+    assert peak <= 32 * 3 < max_connections, peak
+    assert peak > 32  # the measurement saw the workers at all
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
+    assert len(trials) == 96 and all(t.state == TrialState.COMPLETE for t in trials)

@@ -1,0 +1,118 @@
+"""Malformed input, table-driven: exit code 2, a message naming the problem, no traceback,
+and the storage left exactly as it was."""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from search.pruners import build_pruner
+from search.run import main
+from search.space import build_sampler
+from search.spec import validate_spec
+from search.storage import create_or_resume, open_storage
+from tests.conftest import SMALL_STUDY, merge, write_image_folder
+
+# (case id, study changes or raw YAML text, extra command-line arguments, words the message must hold)
+CASES: list[tuple[str, Any, list[str], str]] = [
+    ("yaml syntax", "dataset: [unclosed", [], "not valid YAML"),
+    ("yaml not a mapping", "- just\n- a list\n", [], "must hold a mapping"),
+    ("missing dataset", {"dataset": None}, [], "dataset"),
+    ("missing model", {"model": None}, [], "model"),
+    ("missing budget", {"budget_examples": None}, [], "budget_examples"),
+    ("missing search space", {"search_space": None}, [], "search_space"),
+    ("budget wrong type", {"budget_examples": "lots"}, [], "budget_examples"),
+    ("budget negative", {"budget_examples": -5}, [], "budget_examples"),
+    ("batch sizes wrong type", {"search_space": {"batch_size": "big"}}, [], "search_space.batch_size"),
+    ("lr wrong type", {"search_space": {"lr": {"low": "a", "high": 1}}}, [], "search_space.lr.low"),
+    ("momentum out of range", {"search_space": {"momentum": {"low": 0.5, "high": 1.5}}}, [], "momentum must lie in [0, 1)"),
+    ("lr inverted", {"search_space": {"lr": {"low": 0.5, "high": 0.01}}}, [], "inverted"),
+    ("lr empty", {"search_space": {"lr": {"low": 0.1, "high": 0.1}}}, [], "empty or inverted"),
+    ("batch range inverted", {"search_space": {"batch_size": {"min": 64, "max": 16}}}, [], "inverted"),
+    ("batch range not powers of two", {"search_space": {"batch_size": {"min": 12, "max": 64}}}, [], "power of two"),
+    ("batch list empty", {"search_space": {"batch_size": []}}, [], "batch_size"),
+    ("batch list duplicates", {"search_space": {"batch_size": [16, 16]}}, [], "duplicates"),
+    ("unknown model", {"model": {"name": "vit_huge"}}, [], "unknown model 'vit_huge'"),
+    ("bad model argument", {"model": {"name": "tiny_cnn", "args": {"depth": 3}}}, [], "depth"),
+    ("resnet depth", {"model": {"name": "resnet", "args": {"depth": 7}}}, [], "6n+2"),
+    ("airbench widths", {"model": {"name": "airbench", "args": {"widths": [8, 8]}}}, [], "three group widths"),
+    ("unknown dataset", {"dataset": {"name": "imagenet"}}, [], "dataset.name"),
+    ("unknown pruner", {"pruner": {"name": "asha"}}, [], "pruner.name"),
+    ("bad pruner argument", {"pruner": {"args": {"patience": 3}}}, [], "patience"),
+    ("unknown sampler", {"sampler": {"name": "cmaes"}}, [], "sampler.name"),
+    ("unknown key", {"learning_rate": 0.1}, [], "learning_rate"),
+    ("budget below the largest batch", {"budget_examples": 100}, [], "fewer than min_steps"),
+    ("budget flag too small", None, ["--budget-examples", "32"], "fewer than min_steps"),
+    ("report interval uneven", {"pruner": {"report_every_examples": 100}}, [], "not a multiple"),
+    ("no trials", {"n_trials": 0}, [], "n_trials"),
+    ("never ends", {"n_trials": None, "timeout_seconds": None}, [], "never ends"),
+    ("validation too large", {"dataset": {"val_size": 5000}}, [], "val_size"),
+    ("image folder without path", {"dataset": {"name": "image_folder"}}, [], "needs `path`"),
+    ("data path missing", {"dataset": {"name": "image_folder", "path": "/nonexistent/data"}}, [], "not found"),
+    ("corrupt archive", {"dataset": {"name": "image_folder", "path": "{tmp}/corrupt.tar.gz"}}, [], "corrupt"),
+    ("not an archive", {"dataset": {"name": "image_folder", "path": "{tmp}/notes.txt"}}, [], "neither a folder nor"),
+    ("folder without images", {"dataset": {"name": "image_folder", "path": "{tmp}/empty"}}, [], "no images"),
+    ("folder with one class", {"dataset": {"name": "image_folder", "path": "{tmp}/one_class"}}, [], "at least two"),
+    ("unknown study", None, ["--study", "no_such_study"], "No study file"),
+    ("malformed storage URL", None, ["--storage", "not a url"], "malformed"),
+    ("unsupported storage", None, ["--storage", "mongodb://localhost/x"], "not supported"),
+    ("unreachable database", None, ["--storage", "postgresql+psycopg2://postgres@127.0.0.1:1/test"], "Cannot open the study storage"),
+    ("unknown database", None, ["--storage", "postgresql+psycopg2://postgres@127.0.0.1:5432/no_such_db"], "does not exist"),
+    ("wrong password", None, ["--storage", "postgresql+psycopg2://search_pw:wrong-guess@127.0.0.1:5432/test"], "password authentication failed"),
+    ("bad worker count", None, ["--workers", "0"], "--workers"),
+    ("several workers on SQLite", None, ["--workers", "3"], "supports one worker"),
+]
+
+
+@pytest.fixture
+def existing_storage(tmp_path: Path) -> str:
+    """A storage that already holds a study; bad input must leave it byte for byte as it was."""
+    url = f"sqlite:///{tmp_path / 'existing.sqlite3'}"
+    spec = validate_spec({"name": "existing", **SMALL_STUDY})
+    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study.enqueue_trial({"batch_size": 16, "lr": 0.1, "momentum": 0.9})
+    open_storage(url).engine.dispose()
+    return url
+
+
+def _fixtures(tmp: Path) -> None:
+    (tmp / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
+    (tmp / "notes.txt").write_text("not images")
+    (tmp / "empty" / "train" / "cats").mkdir(parents=True)
+    write_image_folder(tmp / "one_class", classes=1, per_class=8)
+
+
+def _digest(url: str) -> str:
+    return hashlib.sha256(Path(url.removeprefix("sqlite:///")).read_bytes()).hexdigest()
+
+
+def test_the_table_is_big_enough() -> None:
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case, changes, args, message", CASES, ids=[case[0] for case in CASES])
+def test_bad_input(case: str, changes: Any, args: list[str], message: str, tmp_path: Path, existing_storage: str,
+                   password_role: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    _fixtures(tmp_path)
+    study = tmp_path / "study.yaml"
+    if isinstance(changes, str):
+        study.write_text(changes)
+    else:
+        spec = merge({"name": "existing", **SMALL_STUDY}, changes or {})
+        spec = {key: value for key, value in spec.items() if value is not None or key in ("n_trials", "timeout_seconds")}
+        study.write_text(yaml.safe_dump(spec).replace("{tmp}", str(tmp_path)))
+    before = _digest(existing_storage)
+    argv = ["--study", str(study), "--storage", existing_storage] + args
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert message in " ".join(captured.err.split()), captured.err
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
+    assert "wrong-guess" not in captured.out + captured.err  # passwords are never printed
+    assert _digest(existing_storage) == before
+    assert not (tmp_path / "results").exists()
