@@ -125,6 +125,17 @@ class DeviceData:
         # Convolutions on a GPU run faster on NHWC tensors; on the CPU the gain is not reliable.
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
+    @classmethod
+    def train_and_test(
+        cls, train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor, device: torch.device
+    ) -> DeviceData:
+        """The final evaluation's data: every training image to train on, the test split in place of validation."""
+        n_train, n_test = len(train_labels), len(test_labels)
+        return cls(
+            torch.cat([train_images, test_images]), torch.cat([train_labels, test_labels]),
+            torch.arange(n_train), torch.arange(n_train, n_train + n_test), device,
+        )
+
     def train_batches(self, batch_size: int, seed: int) -> TrainBatches:
         return TrainBatches(self.train_images, self.train_labels, batch_size, self.normalize, seed, self.crop_pad, self.memory_format)
 

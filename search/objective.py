@@ -74,6 +74,7 @@ class Objective:
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "seed": plan.seed,
         }
+        torch.manual_seed(plan.seed)  # the stored seed fixes the initial weights, too
         model = build_model(spec.model.name, self.num_classes, self.data.train_images.shape[1], **spec.model.args)
         reporter = ExamplesSeenReporter(trial, self.on_checkpoint)
         try:

@@ -127,7 +127,7 @@ def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.study, _overrides(args))
-    url = resolve_url(args.storage, spec)
+    url = resolve_url(args.storage, spec.name, spec.storage)
     workers = worker_count(args.workers)
     if backend(url) == "sqlite" and workers > 1:
         raise UserError(

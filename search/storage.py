@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from search.errors import UserError
 from search.reconnect import RETRY_WINDOW_SECONDS, Reconnecting, ReconnectingRDBStorage, retrying
 from search.spec import StudySpec
+from search.views import ensure_views
 
 # Heartbeats and their retry callback have been "experimental" since Optuna 2.8; we rely on them.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -38,11 +39,11 @@ HEARTBEAT_GRACE_FACTOR = 3
 MAX_RETRIES = 3
 
 
-def resolve_url(cli_storage: str | None, spec: StudySpec) -> str:
-    url = cli_storage or os.environ.get(STORAGE_ENV) or spec.storage
+def resolve_url(cli_storage: str | None, study_name: str, file_storage: str | None = None) -> str:
+    url = cli_storage or os.environ.get(STORAGE_ENV) or file_storage
     if url:
         return url
-    return f"sqlite:///{(RESULTS_DIR / f'{spec.name}.sqlite3').resolve()}"
+    return f"sqlite:///{(RESULTS_DIR / f'{study_name}.sqlite3').resolve()}"
 
 
 def redact(url: str) -> str:
@@ -112,6 +113,7 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: 
 
 def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """Create the study once (before any worker starts), or resume it if the spec still matches."""
+    ensure_views(storage)
     study = optuna.create_study(
         storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
     )
@@ -123,6 +125,7 @@ def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, samp
         study.set_user_attr("lr_parameterization", spec.lr_parameterization.describe())
         study.set_user_attr("budget_examples", spec.budget_examples)
         study.set_user_attr("report_every_examples", spec.report_every())
+        study.set_metric_names(["final_val_loss"])
     elif stored != key:
         changed = sorted(k for k in key if stored.get(k) != key[k])
         raise UserError(

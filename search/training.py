@@ -134,7 +134,6 @@ def train(
     callbacks: list[pl.Callback],
 ) -> tuple[TrainingLog, int, float]:
     """Train one trial; returns the log, the optimizer steps taken and the training seconds."""
-    torch.manual_seed(plan.seed)
     module = Classifier(model.to(memory_format=data.memory_format), plan, optimizer, schedule)
     on_gpu = data.device.type == "cuda"
     trainer = pl.Trainer(

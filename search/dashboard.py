@@ -1,0 +1,59 @@
+"""`python -m search.dashboard --study NAME`: optuna-dashboard on the storage `search.run` used.
+
+A thin wrapper: it resolves `--study`/`--storage` like every other command (so the default
+SQLite file and $SEARCH_STORAGE just work), checks that the study is there, and serves the
+storage it opened with optuna-dashboard. Without `--study` it serves whatever studies the
+storage holds (docker-compose.yml starts it that way, before any worker has created one). It binds to 127.0.0.1 unless told otherwise: the
+dashboard can rename and delete studies and has no authentication.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import optuna_dashboard
+
+from search.errors import UserError, exits_on_user_error
+from search.storage import STORAGE_ENV, redact
+from search.trials import EVALUATION_SUFFIX, connect, find, load, locate
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m search.dashboard", description=__doc__.split("\n")[0])
+    parser.add_argument("--study", help="a study name from studies/, a study file, or a study name in the storage")
+    parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080)
+    return parser.parse_args(argv)
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.study:
+        study_name, url = locate(args.study, args.storage)
+    else:
+        url = args.storage or os.environ.get(STORAGE_ENV, "")
+        if not url:
+            raise UserError(f"Name the study (--study NAME) or the storage (--storage URL or ${STORAGE_ENV}) to show.")
+    storage = connect(url)
+    address = f"http://{'localhost' if args.host in ('127.0.0.1', 'localhost') else args.host}:{args.port}"
+    print(f"optuna-dashboard on {redact(url)}: {address}/dashboard", flush=True)
+    if args.study:
+        study = load(storage, study_name, url)
+        for shown in filter(None, (study, find(storage, study_name + EVALUATION_SUFFIX))):
+            study_id = storage.get_study_id_from_name(shown.study_name)
+            trials = len(shown.get_trials(deepcopy=False))
+            print(f"  {shown.study_name} ({trials} trials): {address}/dashboard/studies/{study_id}", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}; the dashboard has no login and can delete studies.", file=sys.stderr, flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as error:
+        raise UserError(f"The dashboard cannot listen on {args.host}:{args.port}: {error.strerror or error}. Pick another --port.") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

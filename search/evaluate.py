@@ -1,0 +1,181 @@
+"""`python -m search.evaluate --study NAME --top K --seeds S`: the best configurations, measured on the test set.
+
+The search picked its configurations by validation loss, so that loss flatters them. Here each
+of the top K completed trials is retrained from scratch with S seeds on the whole training
+split (the validation images included), with the same example budget and so the same steps,
+and measured once, at the end, on the held-out test split.
+
+The runs are stored as trials of a second Optuna study, `<study>:evaluation`, in the same
+storage. That keeps them queryable exactly like the search (the `search_evaluation` SQL view,
+the dashboard, Optuna's API) while the search's own trials, and its sampler's history, hold
+only what the search chose. A rerun adds only the (configuration, seed) pairs not yet completed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from models import build_model
+from search import analysis, space
+from search.batches import DeviceData
+from search.data import load_dataset
+from search.errors import UserError, exits_on_user_error
+from search.reporting import ExamplesSeenReporter
+from search.spec import StudySpec, validate_spec
+from search.storage import STORAGE_ENV
+from search.trials import EVALUATION_SUFFIX, completed, connect, load, locate
+from search.training import TrainingPlan, train
+from search.views import EVALUATION_MARKER, ensure_views
+from search.worker import worker_device
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m search.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
+    parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
+    parser.add_argument("--top", type=int, default=3, help="how many of the best completed trials to retrain (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (default 3)")
+    parser.add_argument("--data", help="data set location, if not where the study was run (see search.run --data)")
+    return parser.parse_args(argv)
+
+
+def stored_spec(study: optuna.Study, data: str | None) -> StudySpec:
+    """The spec the study was run with (the data location replaced by `data` when given)."""
+    raw: dict[str, Any] | None = study.user_attrs.get("spec")
+    if raw is None:
+        raise UserError(
+            f"Study '{study.study_name}' has no stored study spec, so it was not created by `python -m search.run` "
+            f"and there is no model, data or budget to retrain with."
+        )
+    if data:
+        raw = {**raw, "dataset": {**raw["dataset"], "path": data}}
+    return validate_spec(raw, source=f"the spec stored with study '{study.study_name}'")
+
+
+def evaluation_study(storage: optuna.storages.BaseStorage, source: optuna.Study, spec: StudySpec) -> optuna.Study:
+    """`<study>:evaluation`, marked with its source study: the mark is how the `search_evaluation` view finds it."""
+    ensure_views(storage)
+    study = optuna.create_study(
+        study_name=source.study_name + EVALUATION_SUFFIX, storage=storage, direction="minimize",
+        load_if_exists=True, pruner=optuna.pruners.NopPruner(),
+    )
+    if EVALUATION_MARKER not in study.user_attrs:
+        study.set_user_attr(EVALUATION_MARKER, source.study_name)
+        study.set_user_attr("budget_examples", spec.budget_examples)
+        study.set_user_attr(
+            "protocol", "retrained on the whole training split with the search's example budget; value = test loss at the end"
+        )
+    return study
+
+
+def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec, data: DeviceData, num_classes: int, device_name: str) -> FrozenTrial:
+    """Retrain `source`'s configuration with `seed` and measure it on the test split, as one trial of `study`."""
+    # The fixed sampler makes the trial's parameters those of the source trial, and space.sample
+    # then derives the effective learning rate exactly as the search did.
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.4: nothing for our users to act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler(source.params, optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    try:
+        started = time.perf_counter()
+        hp = space.sample(trial, spec)
+        steps = spec.steps(hp.batch_size)
+        # Validation (here: the test split) only once, after the last step.
+        plan = TrainingPlan(hp.batch_size, steps, hp.effective_lr, hp.momentum, report_every_examples=steps * hp.batch_size, seed=seed)
+        # Seeding before the model is built makes `seed` fix the initial weights too.
+        torch.manual_seed(seed)
+        model = build_model(spec.model.name, num_classes, data.train_images.shape[1], **spec.model.args)
+        log, steps_done, train_seconds = train(model, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)])
+        attrs: dict[str, Any] = {
+            "source_trial": source.number, "seed": seed, "effective_lr": hp.effective_lr, "steps": steps,
+            "examples_seen": steps_done * hp.batch_size, "budget_examples": spec.budget_examples,
+            "train_images": len(data.train_labels), "test_images": len(data.val_labels),
+            "wall_seconds": time.perf_counter() - started, "examples_per_second": steps_done * hp.batch_size / max(train_seconds, 1e-9),
+            "device": device_name,
+        }
+        if log.checkpoints and not log.stop_reason:
+            final = log.checkpoints[-1]
+            attrs.update(test_loss=final.val_loss, test_acc=final.val_acc, train_loss=final.train_loss)
+        else:
+            attrs["reason"] = log.stop_reason or "no measurement"
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    if "test_loss" in attrs:
+        return study.tell(trial, attrs["test_loss"])
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+def _run_line(run: FrozenTrial) -> str:
+    attrs = run.user_attrs
+    outcome = (
+        f"test_loss {attrs['test_loss']:.4f}  test_acc {attrs['test_acc']:.4f}"
+        if run.state == TrialState.COMPLETE else f"FAILED ({attrs.get('reason', 'see above')})"
+    )
+    return (
+        f"trial {attrs['source_trial']:>4}  B={run.params['batch_size']:>5}  lr={run.params['lr']:.4g} (eff {attrs['effective_lr']:.4g})  "
+        f"momentum={run.params['momentum']:.3f}  seed {attrs['seed']}  {outcome}  {attrs['wall_seconds']:.1f}s"
+    )
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.top < 1 or args.seeds < 1:
+        raise UserError(f"--top and --seeds must be at least 1 (got --top {args.top} --seeds {args.seeds}).")
+    study_name, url = locate(args.study, args.storage)
+    storage = connect(url)
+    source = load(storage, study_name, url)
+    spec = stored_spec(source, args.data)
+    chosen = completed(source)[: args.top]
+    images = load_dataset(spec.dataset)
+    if len(images.test_labels) == 0:
+        raise UserError(
+            f"{images.source} has no test split, so there is nothing held out to evaluate on. An image-folder data set "
+            f"needs test/<class>/ folders next to train/<class>/."
+        )
+    device, device_name = worker_device()
+    data = DeviceData.train_and_test(images.train_images, images.train_labels, images.test_images, images.test_labels, device)
+    study = evaluation_study(storage, source, spec)
+    done = {
+        (t.user_attrs.get("source_trial"), t.user_attrs.get("seed"))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    print(
+        f"evaluating the top {len(chosen)} of study '{study_name}' with {args.seeds} seeds each: trained on all "
+        f"{len(data.train_labels):,} training images, measured on {len(data.val_labels):,} test images; results in "
+        f"study '{study.study_name}'",
+        flush=True,
+    )
+    failed = 0
+    for source_trial in chosen:
+        for seed in range(args.seeds):
+            if (source_trial.number, seed) in done:
+                continue
+            run = run_one(study, source_trial, seed, spec, data, images.num_classes, device_name)
+            failed += run.state != TrialState.COMPLETE
+            print(_run_line(run), flush=True)
+    results = analysis.evaluation_results(chosen, study.get_trials(deepcopy=False))
+    chosen_numbers = {t.number for t in chosen}
+    for result in (r for r in results if r.source_trial in chosen_numbers):
+        print(
+            f"trial {result.source_trial:>4}  B={result.batch_size:>5}  val_loss {result.val_loss:.4f}  "
+            f"test_acc {analysis.mean_spread_text(result.test_acc)}  test_loss {analysis.mean_spread_text(result.test_loss)}  "
+            f"({result.seeds} seeds)"
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""`python -m search.report --study NAME`: an HTML page that answers "what difference does batch size make?"
+
+It renders what `search.analysis` computes from the study's own trials (and the test-set runs
+of `search.evaluate`, when there are any): four PNG figures, their numbers as tables, and a
+plain-language summary. The page is static (no scripts, no network), so it opens anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import re
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from search import analysis  # noqa: E402
+from search.analysis import BatchSizeResult, EvaluationResult, ScalingFit  # noqa: E402
+from search.errors import exits_on_user_error  # noqa: E402
+from search.storage import STORAGE_ENV, redact  # noqa: E402
+from search.trials import EVALUATION_SUFFIX, TrialRow, completed, connect, find, load, locate, state_counts  # noqa: E402
+
+FIGURE_DPI = 110
+_GREY = "#b0b0b0"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
+    parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<study>-report)")
+    return parser.parse_args(argv)
+
+
+# -- figures --------------------------------------------------------------------------------
+
+def _log2_axis(axis: plt.Axes, sizes: list[int]) -> None:
+    axis.set_xscale("log", base=2)
+    axis.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)  # room for the markers at both ends
+    axis.set_xticks(sizes, [f"{b:,}" for b in sizes])
+    axis.minorticks_off()
+    axis.set_xlabel("batch size")
+    axis.grid(alpha=0.3)
+
+
+def _mark_unmeasured(axis: plt.Axes, results: list[BatchSizeResult]) -> None:
+    """A red "0/n" (completed/sampled) where a batch size has no point, so a gap is not read as a trend."""
+    for r in results:
+        if r.best is None:
+            axis.text(r.batch_size, 0.03, f"0/{r.sampled}", transform=axis.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="C3")
+
+
+def _plot_measured(axis: plt.Axes, results: list[BatchSizeResult], values: list[float | None], color: str, label: str | None = None) -> None:
+    """Markers per batch size, solid lines between neighbours in the search space, dotted across gaps."""
+    points = [(r.batch_size, v) for r, v in zip(results, values) if v is not None]
+    axis.plot([x for x, _ in points], [y for _, y in points], ":", color=color, lw=1, alpha=0.6, zorder=2)
+    axis.plot([x for x, _ in points], [y for _, y in points], "o", color=color, zorder=3, label=label)
+    for (left, a), (right, b) in zip(zip(results, values), list(zip(results, values))[1:]):
+        if a is not None and b is not None:
+            axis.plot([left.batch_size, right.batch_size], [a, b], "-", color=color, zorder=3)
+
+
+def _save(figure: plt.Figure, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(figure)
+    return path.name
+
+
+def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path) -> str:
+    sizes = [r.batch_size for r in results]
+    measured = [r for r in results if r.best is not None]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    loss_axis.scatter(
+        [t.params["batch_size"] for t in done], [t.value for t in done], s=14, color=_GREY, label="every completed trial", zorder=2
+    )
+    _plot_measured(loss_axis, results, [r.best_loss for r in results], "C0", "best per batch size")
+    floor = min(r.best_loss for r in measured)  # type: ignore[type-var]
+    loss_axis.axhline(floor * (1 + analysis.NEAR_BEST), color="C2", ls="--", lw=1, label=f"within {analysis.NEAR_BEST:.0%} of the best")
+    for r in measured:
+        loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    _mark_unmeasured(loss_axis, results)
+    loss_axis.set_ylabel("final validation loss")
+    loss_axis.set_title("Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", fontsize=10)
+    loss_axis.legend(fontsize=8)
+    acc_axis.scatter(
+        [t.params["batch_size"] for t in done], [t.user_attrs.get("final_val_acc", math.nan) for t in done], s=14, color=_GREY, zorder=2
+    )
+    _plot_measured(acc_axis, results, [r.best_val_acc for r in results], "C1")
+    _mark_unmeasured(acc_axis, results)
+    acc_axis.set_ylabel("final validation accuracy")
+    acc_axis.set_title("Best validation accuracy per batch size", fontsize=10)
+    for axis in (loss_axis, acc_axis):
+        _log2_axis(axis, sizes)
+    return _save(figure, path)
+
+
+def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTrial], fits: tuple[ScalingFit | None, ScalingFit | None], path: Path) -> str:
+    sizes = [r.batch_size for r in results]
+    measured = [r for r in results if r.best is not None]
+    figure, (lr_axis, momentum_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lr_axis.scatter(
+        [t.params["batch_size"] for t in done], [t.user_attrs.get("effective_lr", math.nan) for t in done], s=14, color=_GREY,
+        label="every completed trial", zorder=2,
+    )
+    fitted = analysis.fitted_sizes(results)
+    left_out = [r for r in measured if r not in fitted]
+    lr_axis.plot([r.batch_size for r in fitted], [r.best_effective_lr for r in fitted], "o", color="C0", ms=7, label="best per batch size", zorder=3)
+    adjusted = [r.best_effective_lr / (1 - r.best_momentum) for r in fitted]  # type: ignore[operator]
+    lr_axis.plot([r.batch_size for r in fitted], adjusted, "s", mfc="none", color="C3", label="best: lr / (1 - momentum)", zorder=3)
+    if left_out:
+        lr_axis.plot(
+            [r.batch_size for r in left_out], [r.best_effective_lr for r in left_out], "o", mfc="none", color="C7", ms=7,
+            label=f"best, left out of the fit (loss > {analysis.FIT_WITHIN:.0%} worse)", zorder=3,
+        )
+    # Lines only over the fitted batch sizes: no extrapolation.
+    xs = [min(r.batch_size for r in fitted), max(r.batch_size for r in fitted)] if fitted else []
+    for fit, color, what in ((fits[0], "C0", "lr"), (fits[1], "C3", "lr/(1-m)")):
+        if fit is None:
+            continue
+        spread = f" ± {fit.stderr:.2f}" if fit.stderr is not None else " (2 points)"
+        lr_axis.plot(xs, [fit.lr_at(x) for x in xs], "-", color=color, lw=1.2, label=f"{what} ∝ B^{fit.exponent:.2f}{spread}")
+    if fits[0] is not None:
+        # Dotted guides through the fit's middle: what linear (1) and square-root (0.5) scaling would look like.
+        middle = math.sqrt(xs[0] * xs[1])
+        for exponent, style in ((1.0, ":"), (0.5, "-.")):
+            lr_axis.plot(xs, [fits[0].lr_at(middle) * (x / middle) ** exponent for x in xs], style, color="k", lw=0.8, alpha=0.5, label=f"exponent {exponent:g} (guide)")
+    lr_axis.set_yscale("log")
+    lr_axis.set_ylabel("learning rate given to the optimizer")
+    lr_axis.set_title("Best learning rate per batch size (log-log)", fontsize=10)
+    # Below the axes: on log-log axes any corner may hold points.
+    lr_axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    momentum_axis.scatter([t.params["batch_size"] for t in done], [t.params.get("momentum", math.nan) for t in done], s=14, color=_GREY, zorder=2)
+    _plot_measured(momentum_axis, results, [r.best_momentum for r in results], "C4")
+    _mark_unmeasured(momentum_axis, results)
+    momentum_axis.set_ylabel("momentum")
+    momentum_axis.set_title("Momentum of the best trial per batch size", fontsize=10)
+    for axis in (lr_axis, momentum_axis):
+        _log2_axis(axis, sizes)
+    return _save(figure, path)
+
+
+def _curve(trial: FrozenTrial) -> tuple[list[int], list[float]]:
+    points = dict(trial.intermediate_values)
+    # The final validation is reported only when the budget is a multiple of the interval.
+    if "examples_seen" in trial.user_attrs and trial.value is not None:
+        points.setdefault(int(trial.user_attrs["examples_seen"]), trial.value)
+    steps = sorted(points)
+    return steps, [points[s] for s in steps]
+
+
+def figure_curves(results: list[BatchSizeResult], budget: int, path: Path) -> str:
+    measured = [r for r in results if r.best is not None]
+    colors = plt.get_cmap("viridis")
+    figure, axis = plt.subplots(figsize=(8, 4.6))
+    curves = [(r, *_curve(r.best)) for r in measured]  # type: ignore[arg-type]
+    for index, (r, xs, ys) in enumerate(curves):
+        color = colors(index / max(1, len(measured) - 1))
+        axis.plot(xs, ys, "o-", ms=3, color=color, label=f"B={r.batch_size:,} (trial {r.best.number})")  # type: ignore[union-attr]
+    # A curve that blew up would squash the others flat: cut the axis at 1.5x the typical first
+    # validation loss, and say so.
+    firsts = [ys[0] for _, _, ys in curves if ys and math.isfinite(ys[0])]
+    values = [y for _, _, ys in curves for y in ys if math.isfinite(y)]
+    if firsts and values:
+        top = 1.5 * statistics.median(firsts)
+        if max(values) > top:
+            axis.set_ylim(min(values) * 0.95, top)
+            off = ", ".join(f"B={r.batch_size:,} (up to {max(ys):.3g})" for r, _, ys in curves if ys and max(ys) > top)
+            axis.text(0.01, 0.99, f"cut off above {top:.3g}: {off}", transform=axis.transAxes, va="top", fontsize=8, color="C3")
+    axis.set_xlim(0, budget * 1.02)
+    axis.set_xlabel("training examples seen")
+    axis.set_ylabel("validation loss")
+    axis.set_title("Validation loss of the best trial of each batch size, at equal examples seen", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2, loc="upper right")
+    return _save(figure, path)
+
+
+def figure_pruning(trials: list[FrozenTrial], budget: int, path: Path) -> str:
+    finished = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
+    seen = [int(t.user_attrs.get("examples_seen", 0)) for t in finished]
+    figure, (bar_axis, total_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    bar_axis.bar(
+        [t.number for t in finished], seen, color=["C0" if t.state == TrialState.COMPLETE else "C1" for t in finished], width=0.8
+    )
+    bar_axis.axhline(budget, color="k", lw=0.8, ls="--")
+    bar_axis.legend(
+        handles=[Patch(color="C0", label="completed"), Patch(color="C1", label="pruned"), Line2D([], [], color="k", lw=0.8, ls="--", label="budget")],
+        fontsize=8, loc="upper right", framealpha=0.9,
+    )
+    bar_axis.set_xlabel("trial")
+    bar_axis.set_ylabel("examples trained")
+    bar_axis.set_title("Examples each trial trained before it ended", fontsize=10)
+    running, cumulative = 0, []
+    for value in seen:
+        running += value
+        cumulative.append(running)
+    numbers = [t.number for t in finished]
+    total_axis.plot(numbers, [budget * (i + 1) for i in range(len(finished))], "--", color="k", label="every trial run to the end")
+    total_axis.plot(numbers, cumulative, "-", color="C1", label="with pruning")
+    total_axis.set_xlabel("trial")
+    total_axis.set_ylabel("examples trained, cumulative")
+    total_axis.set_title("Compute spent: examples trained by all trials so far", fontsize=10)
+    total_axis.legend(fontsize=8)
+    for axis in (bar_axis, total_axis):
+        axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+# -- the page -------------------------------------------------------------------------------
+
+def _number(value: Any, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+
+def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _batch_size_table(results: list[BatchSizeResult]) -> str:
+    rows = []
+    for r in results:
+        best = r.best
+        rows.append([
+            f"{r.batch_size:,}", str(r.sampled), str(r.completed), _number(r.best_loss, ".4f"), _number(r.best_val_acc, ".4f"),
+            _number(best.params.get("lr") if best else None, ".4g"), _number(r.best_effective_lr, ".4g"),
+            _number(r.best_momentum, ".3f"), str(best.number) if best else "–",
+        ])
+    return _table(
+        ["batch size", "trials sampled", "completed", "best val loss", "best val acc", "lr (sampled)", "effective lr", "momentum", "best trial"],
+        rows,
+    )
+
+
+def _evaluation_section(evaluation: list[EvaluationResult], study_name: str) -> str:
+    if not evaluation:
+        return (
+            "<p>No configuration has been evaluated on the test set yet. Run "
+            f"<code>python -m search.evaluate --study {html.escape(study_name)} --top 2 --seeds 2</code> "
+            "to retrain the best configurations on the full training split and measure them on the test split.</p>"
+        )
+    rows = [
+        [
+            str(e.source_trial), f"{e.batch_size:,}", f"{e.lr:.4g}", f"{e.effective_lr:.4g}", f"{e.momentum:.3f}", _number(e.val_loss, ".4f"),
+            str(e.seeds), analysis.mean_spread_text(e.test_acc), f"{min(e.test_acc):.4f} – {max(e.test_acc):.4f}", analysis.mean_spread_text(e.test_loss),
+        ]
+        for e in evaluation
+    ]
+    return (
+        "<p>Each configuration retrained from scratch on the whole training split (training and validation images) "
+        "with the same example budget, then measured once on the held-out test split. Mean ± sample standard deviation "
+        "over seeds; with two or three seeds the spread is itself rough.</p>"
+        + _table(
+            ["search trial", "batch size", "lr", "effective lr", "momentum", "search val loss", "seeds", "test accuracy",
+             "test accuracy range", "test loss"],
+            rows,
+        )
+    )
+
+
+def _top_trials_table(done: list[FrozenTrial], top: int = 10) -> str:
+    rows = []
+    for rank, trial in enumerate(done[:top], start=1):
+        row = TrialRow.of(trial)
+        rows.append([
+            str(rank), str(row.number), f"{row.batch_size:,}", _number(row.lr, ".4g"), _number(row.effective_lr, ".4g"),
+            _number(row.momentum, ".3f"), _number(row.steps, ","), _number(row.examples_seen, ","),
+            _number(row.final_val_loss, ".4f"), _number(row.final_val_acc, ".4f"), _number(row.wall_seconds, ".1f") + " s",
+        ])
+    return _table(
+        ["rank", "trial", "batch size", "lr", "effective lr", "momentum", "steps", "examples", "val loss", "val acc", "duration"], rows
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.summary { background: #f4f7fb; border-left: 4px solid #3a6ea5; padding: 0.6em 1.2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; } th { background: #f0f0f0; }
+img { max-width: 100%; border: 1px solid #eee; } .meta { color: #555; font-size: 0.9em; } code { background: #f3f3f3; }
+"""
+
+
+def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: list[FrozenTrial], sections: dict[str, str]) -> str:
+    spec = study.user_attrs.get("spec", {})
+    dataset, model = spec.get("dataset", {}), spec.get("model", {})
+    meta = (
+        f"Storage {redact(url)}. {len(trials)} trials: {state_counts(trials)}. "
+        f"Data: {dataset.get('name', '?')}{' (' + str(dataset.get('path')) + ')' if dataset.get('path') else ''}; "
+        f"model: {model.get('name', '?')} {model.get('args', '')}; budget: {study.user_attrs.get('budget_examples', 0):,} training "
+        f"examples per trial, validation every {study.user_attrs.get('report_every_examples', 0):,}; "
+        f"{study.user_attrs.get('lr_parameterization', '')}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Batch-size report: {html.escape(study.study_name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>What difference does batch size make? Study <code>{html.escape(study.study_name)}</code></h1>
+<p class="meta">{html.escape(meta)}</p>
+<div class="summary"><h2 style="border:0;margin-top:0.5em">Summary</h2>{sections['summary']}</div>
+<h2>Best validation loss and accuracy per batch size</h2>
+<p>Every trial saw the same number of training examples, so a larger batch took fewer optimizer steps. Only completed
+trials count here: a pruned trial stopped early and was measured after fewer examples.</p>
+<img src="{sections['best_png']}" alt="best validation loss and accuracy per batch size">
+{sections['batch_table']}
+<h2>Learning rate and momentum of the best trial per batch size</h2>
+<p>An exponent of 1 means the best learning rate grows linearly with batch size, 0.5 with its square root, 0 not at all.
+The best trial of a batch size is one draw from the sampler, so each point is noisy; grey dots show every completed trial.</p>
+<img src="{sections['lr_png']}" alt="best learning rate (log-log) and momentum per batch size">
+<h2>Validation loss against examples seen</h2>
+<img src="{sections['curves_png']}" alt="validation loss against examples seen for the best trial of each batch size">
+<h2>Compute saved by pruning</h2>
+<img src="{sections['pruning_png']}" alt="examples trained per trial and cumulative, with and without pruning">
+<h2>Test-set evaluation</h2>
+{sections['evaluation']}
+<h2>Best trials</h2>
+{sections['top_table']}
+</body></html>
+"""
+
+
+def write_report(study: optuna.Study, evaluation_study: optuna.Study | None, url: str, out: Path) -> tuple[Path, list[str]]:
+    """Write report.html and its figures into `out`; returns the page and the summary sentences."""
+    done = completed(study)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    budget = int(study.user_attrs.get("budget_examples") or max(t.user_attrs.get("examples_seen", 0) for t in trials))
+    results = analysis.per_batch_size(trials)
+    fits = analysis.lr_fits(results)
+    savings = analysis.pruning_savings(trials, budget)
+    runs = evaluation_study.get_trials(deepcopy=False) if evaluation_study else []
+    evaluation = analysis.evaluation_results(trials, runs)
+    summary = analysis.summary(trials, results, fits, savings, evaluation)
+    sections = {
+        "summary": "".join(f"<p>{html.escape(line)}</p>" for line in summary),
+        "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png"),
+        "lr_png": figure_lr_and_momentum(results, done, fits, out / "lr_and_momentum.png"),
+        "curves_png": figure_curves(results, budget, out / "loss_curves.png"),
+        "pruning_png": figure_pruning(trials, budget, out / "pruning.png"),
+        "batch_table": _batch_size_table(results),
+        "evaluation": _evaluation_section(evaluation, study.study_name),
+        "top_table": _top_trials_table(done),
+    }
+    page = out / "report.html"
+    page.write_text(render_html(study, url, trials, done, sections), encoding="utf-8")
+    return page, summary
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study_name, url = locate(args.study, args.storage)
+    storage = connect(url)
+    study = load(storage, study_name, url)
+    out = args.out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study_name)}-report"
+    page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out)
+    print("\n".join(summary))
+    print(f"report: {page.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
