@@ -59,6 +59,8 @@ _SEARCH_COLUMNS = [
     _Column("device", "attr", "text"),
     _Column("seed", "attr", "integer"),
     _Column("reason", "attr", "text"),
+    _Column("retry_of", "attr", "integer"),
+    _Column("worker", "attr", "text"),
 ]
 
 _EVALUATION_COLUMNS = [
