@@ -45,7 +45,7 @@ def device_data(spec: StudySpec, images: ImageData, device: torch.device) -> Dev
 
 
 def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images: ImageData | None = None, quiet: bool = False) -> int:
-    """Run trials until the study holds `spec.n_trials` finished or running trials, or time is up."""
+    """Run trials until the study holds `spec.n_trials` finished (complete or pruned) trials, or time is up."""
     storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds)
     study = optuna.load_study(
         study_name=spec.name, storage=storage, sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec)
