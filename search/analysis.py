@@ -168,13 +168,19 @@ def lr_fits(results: list[BatchSizeResult]) -> tuple[ScalingFit | None, ScalingF
     return plain, adjusted
 
 
+def examples_at_end(trial: FrozenTrial, budget_examples: int) -> int:
+    """What the trial trains if nothing stops it: whole steps of its batch size within the budget."""
+    batch_size = int(trial.params.get("batch_size", 1))
+    return budget_examples // batch_size * batch_size
+
+
 def pruning_savings(trials: list[FrozenTrial], budget_examples: int) -> PruningSavings:
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     return PruningSavings(
         finished=len(finished),
         pruned=sum(t.state == TrialState.PRUNED for t in finished),
         examples_trained=sum(int(t.user_attrs.get("examples_seen", 0)) for t in finished),
-        examples_if_run_to_end=budget_examples * len(finished),
+        examples_if_run_to_end=sum(examples_at_end(t, budget_examples) for t in finished),
     )
 
 

@@ -6,6 +6,8 @@ plain-language summary. The page is static (no scripts, no network), so it opens
 """
 from __future__ import annotations
 
+import itertools
+
 import argparse
 import html
 import math
@@ -207,7 +209,8 @@ def figure_pruning(trials: list[FrozenTrial], budget: int, path: Path) -> str:
         running += value
         cumulative.append(running)
     numbers = [t.number for t in finished]
-    total_axis.plot(numbers, [budget * (i + 1) for i in range(len(finished))], "--", color="k", label="every trial run to the end")
+    at_end = itertools.accumulate(analysis.examples_at_end(t, budget) for t in finished)
+    total_axis.plot(numbers, list(at_end), "--", color="k", label="every trial run to the end")
     total_axis.plot(numbers, cumulative, "-", color="C1", label="with pruning")
     total_axis.set_xlabel("trial")
     total_axis.set_ylabel("examples trained, cumulative")
