@@ -16,7 +16,7 @@ import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 
 from search.shutdown import STOP
-from search.training import Checkpoint, Classifier
+from search.training import Checkpoint, Classifier, Interrupted
 
 CheckpointListener = Callable[[optuna.Trial, Checkpoint], None]
 
@@ -29,9 +29,7 @@ class ExamplesSeenReporter(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
         if STOP:
-            assert isinstance(pl_module, Classifier)
-            pl_module.log_book.stop_reason = "interrupted"
-            trainer.should_stop = True
+            raise Interrupted(STOP.reason)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validation_started = time.perf_counter()

@@ -27,6 +27,10 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+class Interrupted(Exception):
+    """Raised between batches on SIGINT/SIGTERM: leaves `fit` at once, with no extra validation."""
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     batch_size: int
@@ -154,8 +158,8 @@ def train(
     started = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=data.train_batches(plan.batch_size, plan.seed), val_dataloaders=data.val_batches())
-    except SIGTERMException:
-        # Lightning turns SIGTERM into SystemExit(0), which would leave the trial RUNNING.
+    except (Interrupted, SIGTERMException):
+        # (Lightning turns SIGTERM into SystemExit(0), which would leave the trial RUNNING.)
         module.log_book.stop_reason = "interrupted"
     final_examples = trainer.global_step * plan.batch_size
     if module.log_book.stop_reason is None and final_examples % plan.report_every_examples:
