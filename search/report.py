@@ -73,6 +73,18 @@ def _plot_measured(axis: plt.Axes, results: list[BatchSizeResult], values: list[
             axis.plot([left.batch_size, right.batch_size], [a, b], "-", color=color, zorder=3)
 
 
+def _per_batch_size(
+    axis: plt.Axes, results: list[BatchSizeResult], done: list[FrozenTrial], trial_values: list[float], best_values: list[float | None],
+    color: str, ylabel: str, title: str, label: str | None = None,
+) -> None:
+    """Every completed trial in grey, the best per batch size in colour, and the gaps marked."""
+    axis.scatter([t.params["batch_size"] for t in done], trial_values, s=14, color=_GREY, zorder=2, label=label and "every completed trial")
+    _plot_measured(axis, results, best_values, color, label)
+    _mark_unmeasured(axis, results)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+
+
 def _save(figure: plt.Figure, path: Path) -> str:
     figure.tight_layout()
     figure.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
@@ -84,25 +96,19 @@ def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[Frozen
     sizes = [r.batch_size for r in results]
     measured = [r for r in results if r.best is not None]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    loss_axis.scatter(
-        [t.params["batch_size"] for t in done], [t.value for t in done], s=14, color=_GREY, label="every completed trial", zorder=2
+    _per_batch_size(
+        loss_axis, results, done, [t.value for t in done], [r.best_loss for r in results], "C0", "final validation loss",
+        "Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", label="best per batch size",
     )
-    _plot_measured(loss_axis, results, [r.best_loss for r in results], "C0", "best per batch size")
     floor = min(r.best_loss for r in measured)  # type: ignore[type-var]
     loss_axis.axhline(floor * (1 + analysis.NEAR_BEST), color="C2", ls="--", lw=1, label=f"within {analysis.NEAR_BEST:.0%} of the best")
     for r in measured:
         loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    _mark_unmeasured(loss_axis, results)
-    loss_axis.set_ylabel("final validation loss")
-    loss_axis.set_title("Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", fontsize=10)
     loss_axis.legend(fontsize=8)
-    acc_axis.scatter(
-        [t.params["batch_size"] for t in done], [t.user_attrs.get("final_val_acc", math.nan) for t in done], s=14, color=_GREY, zorder=2
+    _per_batch_size(
+        acc_axis, results, done, [t.user_attrs.get("final_val_acc", math.nan) for t in done], [r.best_val_acc for r in results], "C1",
+        "final validation accuracy", "Best validation accuracy per batch size",
     )
-    _plot_measured(acc_axis, results, [r.best_val_acc for r in results], "C1")
-    _mark_unmeasured(acc_axis, results)
-    acc_axis.set_ylabel("final validation accuracy")
-    acc_axis.set_title("Best validation accuracy per batch size", fontsize=10)
     for axis in (loss_axis, acc_axis):
         _log2_axis(axis, sizes)
     return _save(figure, path)
@@ -143,11 +149,10 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
     lr_axis.set_title("Best learning rate per batch size (log-log)", fontsize=10)
     # Below the axes: on log-log axes any corner may hold points.
     lr_axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-    momentum_axis.scatter([t.params["batch_size"] for t in done], [t.params.get("momentum", math.nan) for t in done], s=14, color=_GREY, zorder=2)
-    _plot_measured(momentum_axis, results, [r.best_momentum for r in results], "C4")
-    _mark_unmeasured(momentum_axis, results)
-    momentum_axis.set_ylabel("momentum")
-    momentum_axis.set_title("Momentum of the best trial per batch size", fontsize=10)
+    _per_batch_size(
+        momentum_axis, results, done, [t.params.get("momentum", math.nan) for t in done], [r.best_momentum for r in results], "C4",
+        "momentum", "Momentum of the best trial per batch size",
+    )
     for axis in (lr_axis, momentum_axis):
         _log2_axis(axis, sizes)
     return _save(figure, path)

@@ -41,13 +41,18 @@ class _Column:
     kind: Kind
 
 
-_SEARCH_COLUMNS = [
+# A trial's configuration and what it trained: the same columns in both views.
+_CONFIGURATION = [
     _Column("batch_size", "param", "integer"),
     _Column("lr", "param", "real"),
     _Column("effective_lr", "attr", "real"),
     _Column("momentum", "param", "real"),
     _Column("steps", "attr", "integer"),
     _Column("examples_seen", "attr", "integer"),
+]
+
+_SEARCH_COLUMNS = [
+    *_CONFIGURATION,
     _Column("budget_examples", "attr", "integer"),
     _Column("final_val_loss", "attr", "real"),
     _Column("final_val_acc", "attr", "real"),
@@ -66,12 +71,7 @@ _SEARCH_COLUMNS = [
 _EVALUATION_COLUMNS = [
     _Column("source_trial", "attr", "integer"),
     _Column("seed", "attr", "integer"),
-    _Column("batch_size", "param", "integer"),
-    _Column("lr", "param", "real"),
-    _Column("effective_lr", "attr", "real"),
-    _Column("momentum", "param", "real"),
-    _Column("steps", "attr", "integer"),
-    _Column("examples_seen", "attr", "integer"),
+    *_CONFIGURATION,
     _Column("train_images", "attr", "integer"),
     _Column("test_images", "attr", "integer"),
     _Column("test_loss", "attr", "real"),
