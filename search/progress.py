@@ -7,10 +7,10 @@ from optuna.trial import FrozenTrial, TrialState
 from search.training import Checkpoint
 
 
-def checkpoint_line(trial: optuna.Trial, checkpoint: Checkpoint) -> None:
-    budget = trial.study.user_attrs.get("budget_examples", 0)
+def checkpoint_line(budget_examples: int, trial: optuna.Trial, checkpoint: Checkpoint) -> None:
+    """Bind the budget with functools.partial: no storage read at each validation."""
     print(
-        f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}/{budget:,} examples  "
+        f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}/{budget_examples:,} examples  "
         f"train_loss {checkpoint.train_loss:.4f}  val_loss {checkpoint.val_loss:.4f}  val_acc {checkpoint.val_acc:.3f}",
         flush=True,
     )

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from models import build_model
-from search.data import load_dataset, stratified_split
+from search.data import ImageData, load_dataset, stratified_split
 from search.errors import UserError, exits_on_user_error
 from search.progress import summary
 from search.pruners import build_pruner
@@ -76,7 +76,7 @@ def _check_model(spec: StudySpec, num_classes: int, image_shape: tuple[int, int,
         raise UserError(f"Model '{spec.model.name}' returns shape {tuple(logits.shape)}, expected (batch, {num_classes}).")
 
 
-def _print_header(spec: StudySpec, url: str, workers: int, train: int, val: int, image_data) -> None:  # type: ignore[no-untyped-def]
+def _print_header(spec: StudySpec, url: str, workers: int, train: int, val: int, image_data: ImageData) -> None:
     storage_note = " (embedded SQLite: one worker; use PostgreSQL for several)" if backend(url) == "sqlite" else ""
     device = f"{workers} x GPU" if torch.cuda.is_available() else f"{workers} x CPU ({max(1, (os.cpu_count() or 1) // workers)} threads each)"
     steps = "  ".join(f"{b}:{spec.steps(b)}" for b in spec.search_space.batch_sizes())

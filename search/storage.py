@@ -158,7 +158,12 @@ class TrialGate(Reconnecting):
         # connection per waiting worker open for a moment, not for the whole wait.
         while True:
             connection = self._engine.connect()
-            if connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar():
+            try:
+                locked = connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
+            except BaseException:
+                connection.close()  # a broken connection is retried, not leaked
+                raise
+            if locked:
                 self._connection = connection
                 return
             connection.close()
@@ -168,7 +173,8 @@ class TrialGate(Reconnecting):
         if self._connection is not None:
             try:
                 self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-                self._connection.close()
             except sqlalchemy.exc.SQLAlchemyError:
                 pass  # the connection broke, and the server released the lock with its session
-            self._connection = None
+            finally:
+                self._connection.close()
+                self._connection = None

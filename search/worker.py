@@ -5,6 +5,7 @@ data from the cache onto their device once, and run trials until the study-wide 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -55,7 +56,7 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
     gate = TrialGate(storage_url, spec.name, spec.storage_retry_seconds)
     objective = Objective(
         spec, device_data(spec, images, device), images.num_classes, device_name,
-        on_checkpoint=None if quiet else checkpoint_line, on_start=gate.release,
+        on_checkpoint=None if quiet else functools.partial(checkpoint_line, spec.budget_examples), on_start=gate.release,
     )
     finished: list[FrozenTrial] = []
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
