@@ -171,6 +171,8 @@ def lr_fits(results: list[BatchSizeResult]) -> tuple[ScalingFit | None, ScalingF
 def examples_at_end(trial: FrozenTrial, budget_examples: int) -> int:
     """What the trial trains if nothing stops it: whole steps of its batch size within the budget."""
     batch_size = int(trial.params.get("batch_size", 1))
+    if "budget_seconds" in trial.user_attrs:  # a time budget: the steps planned from the speed profile
+        return int(trial.user_attrs["steps"]) * batch_size
     return budget_examples // batch_size * batch_size
 
 
@@ -359,3 +361,255 @@ def summary(
             f"(mean ± standard deviation over {top.seeds} seed{'s' if top.seeds > 1 else ''})."
         )
     return lines
+
+
+# -- the two speeds: loss per example and loss per second ------------------------------------
+
+# Without --target-loss, the target is the study's best final validation loss plus this margin.
+TARGET_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One validation of one trial: where it was in examples and in (estimated) training seconds."""
+
+    examples: int
+    seconds: float
+    val_loss: float
+
+
+@dataclass(frozen=True)
+class DeviceSpeeds:
+    """Per batch size on one device: the best loss reached by each number of examples and of seconds."""
+
+    device: str
+    target_loss: float
+    trials: dict[int, int]  # batch size -> finished trials with validations
+    by_examples: dict[int, list[tuple[float, float]]]  # batch size -> (examples, best loss so far)
+    by_seconds: dict[int, list[tuple[float, float]]]  # batch size -> (seconds, best loss so far)
+    seconds_to_target: dict[int, float | None]
+    common_examples: float | None  # the most examples every batch size here reached
+    loss_at_common_examples: dict[int, float]
+
+
+def trial_points(trial: FrozenTrial) -> list[CurvePoint]:
+    """The trial's validations, with seconds = examples / its measured training examples/s (NaN unknown).
+
+    An estimate: validation time is left out and the rate is taken as constant over the
+    trial. With a time budget, reports are keyed by predicted milliseconds, converted back
+    to examples with the trial's own checkpoint spacing.
+    """
+    attrs = trial.user_attrs
+    rate = attrs.get("examples_per_second") or math.nan
+    per_step = attrs["report_every_examples"] / attrs["report_every_ms"] if "report_every_ms" in attrs else 1.0
+    losses = {round(step * per_step): value for step, value in trial.intermediate_values.items()}
+    final = attrs.get("final_val_loss")
+    if isinstance(final, float) and "examples_seen" in attrs:
+        losses.setdefault(int(attrs["examples_seen"]), final)
+    return [CurvePoint(e, e / rate, v) for e, v in sorted(losses.items()) if math.isfinite(v)]
+
+
+def _best_so_far(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    best, envelope = math.inf, {}
+    for x, loss in sorted(points):
+        best = min(best, loss)
+        envelope[x] = best
+    return list(envelope.items())
+
+
+def _at(envelope: list[tuple[float, float]], x: float) -> float:
+    """The best loss reached by `x` (inf before the first validation)."""
+    return min((loss for px, loss in envelope if px <= x), default=math.inf)
+
+
+def two_speeds(trials: list[FrozenTrial], target_loss: float | None = None) -> list[DeviceSpeeds]:
+    """One `DeviceSpeeds` per device that ran trials; the target defaults to the best loss + TARGET_MARGIN."""
+    done = [t for t in trials if _is_done(t)]
+    if target_loss is None:
+        if not done:
+            return []
+        best = min(t.value for t in done)  # type: ignore[type-var]
+        target_loss = best + abs(best) * TARGET_MARGIN  # type: ignore[operator]
+    by_device: dict[str, dict[int, list[list[CurvePoint]]]] = {}
+    for trial in trials:
+        timed = trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial.user_attrs.get("examples_per_second")
+        points = trial_points(trial) if timed else []
+        if points:
+            device = by_device.setdefault(str(trial.user_attrs.get("device", "unknown device")), {})
+            device.setdefault(int(trial.params["batch_size"]), []).append(points)
+    result = []
+    for device, curves in sorted(by_device.items()):
+        sizes = sorted(curves)
+        by_examples = {b: _best_so_far([(p.examples, p.val_loss) for c in curves[b] for p in c]) for b in sizes}
+        by_seconds = {b: _best_so_far([(p.seconds, p.val_loss) for c in curves[b] for p in c]) for b in sizes}
+        reach = {b: next((s for s, loss in by_seconds[b] if loss <= target_loss), None) for b in sizes}
+        common = min(by_examples[b][-1][0] for b in sizes)
+        result.append(
+            DeviceSpeeds(
+                device=device,
+                target_loss=target_loss,
+                trials={b: len(curves[b]) for b in sizes},
+                by_examples=by_examples,
+                by_seconds=by_seconds,
+                seconds_to_target=reach,
+                common_examples=common,
+                loss_at_common_examples={b: _at(by_examples[b], common) for b in sizes if math.isfinite(_at(by_examples[b], common))},
+            )
+        )
+    return result
+
+
+def two_speeds_sentence(speeds: DeviceSpeeds) -> str:
+    """'On <device>, batch size X reaches loss L in the least time; at a fixed number of examples batch size Y is best.'"""
+    reached = sorted((s, b) for b, s in speeds.seconds_to_target.items() if s is not None)
+    target = f"loss {speeds.target_loss:.4f}"
+    if not reached:
+        time_part = f"On {speeds.device}, no batch size has reached {target} yet"
+    elif len(reached) == 1:
+        seconds, size = reached[0]
+        time_part = (
+            f"On {speeds.device}, only batch size {size:,} reached {target} (in {seconds:.1f} s of training), so there is "
+            f"nothing to compare its time with"
+        )
+    else:
+        (seconds, size), (runner_seconds, runner) = reached[0], reached[1]
+        time_part = (
+            f"On {speeds.device}, batch size {size:,} reaches {target} in the least time ({seconds:.1f} s of training; "
+            f"next batch size {runner:,} in {runner_seconds:.1f} s)"
+        )
+    losses = speeds.loss_at_common_examples
+    if len(losses) < 2:
+        examples_part = "with one batch size measured, none can be called best at a fixed number of examples"
+    else:
+        best = min(losses, key=losses.__getitem__)
+        examples_part = (
+            f"at a fixed number of examples ({speeds.common_examples:,.0f}, the most every batch size here reached) batch size "
+            f"{best:,} is best (loss {losses[best]:.4f})"
+        )
+    thin = [b for b, n in speeds.trials.items() if n < WELL_EXPLORED]
+    caveat = ""
+    if thin:
+        caveat = (
+            f" With fewer than {WELL_EXPLORED} trials at batch size{'s' if len(thin) > 1 else ''} {_sizes(thin)}, each of these is one or two draws of "
+            f"learning rate and momentum: an indication, not a measurement."
+        )
+    return f"{time_part}; {examples_part}.{caveat}"
+
+
+# -- what the literature predicts: the gradient noise scale and sharp minima -------------------
+
+# `search.probe` stores each run on the study under this prefix and its UTC time.
+PROBE_PREFIX = "noise_scale_probe:"
+# The empirical knee: the largest batch size whose best loss is within this fraction of the best.
+KNEE_WITHIN = 0.05
+# Prediction and knee "agree" when they are within this factor of each other (one power of two).
+AGREE_FACTOR = 2.0
+
+
+def latest_probe(study_attrs: dict[str, object]) -> dict[str, object] | None:
+    """The newest noise-scale probe stored on the study (keys sort by their UTC time)."""
+    keys = sorted(k for k in study_attrs if k.startswith(PROBE_PREFIX))
+    return study_attrs[keys[-1]] if keys else None  # type: ignore[return-value]
+
+
+def empirical_knee(results: list[BatchSizeResult], tolerance: float = KNEE_WITHIN) -> int | None:
+    """The largest batch size whose best final validation loss is within `tolerance` of the best."""
+    measured = [r for r in results if r.best_loss is not None]
+    if not measured:
+        return None
+    floor = min(r.best_loss for r in measured)  # type: ignore[type-var]
+    return max(r.batch_size for r in measured if r.best_loss <= floor + abs(floor) * tolerance)  # type: ignore[operator]
+
+
+def diagnosed(trials: list[FrozenTrial], key: str) -> list[tuple[int, float]]:
+    """(batch size, value of user attribute `key`) for completed trials that have a finite one."""
+    return [
+        (int(t.params["batch_size"]), float(t.user_attrs[key])) for t in trials
+        if _is_done(t) and isinstance(t.user_attrs.get(key), (int, float)) and math.isfinite(t.user_attrs[key])
+    ]
+
+
+def median_by_size(points: list[tuple[int, float]]) -> dict[int, float]:
+    sizes = sorted({b for b, _ in points})
+    return {b: statistics.median(v for s, v in points if s == b) for b in sizes}
+
+
+def diagnostics_summary(trials: list[FrozenTrial], results: list[BatchSizeResult], probe: dict[str, object] | None) -> list[str]:
+    """What the noise-scale probe predicted against the knee, and how sharpness and the gap move with batch size."""
+    lines = []
+    knee = empirical_knee(results)
+    critical = probe.get("critical_batch_size") if probe else None
+    if probe is None:
+        lines.append("No noise-scale probe has been run on this study: `python -m search.probe --study NAME` predicts the critical batch size.")
+    elif not isinstance(critical, (int, float)):
+        lines.append("The noise-scale probe could not estimate the noise scale (its |G|^2 estimate was not positive).")
+    else:
+        low, high = probe["suggested_range"]  # type: ignore[misc]
+        words = (
+            f"The gradient noise scale probe (McCandlish et al. 2018) measured B_simple = {critical:,.0f} after "
+            f"{probe['train_examples']:,} examples at batch size {probe['batch_size']:,}, predicting a critical batch size "
+            f"of about {critical:,.0f} and a useful search range of {low:,.0f} to {high:,.0f}."
+        )
+        if knee is not None:
+            agree = 1 / AGREE_FACTOR <= knee / critical <= AGREE_FACTOR
+            words += (
+                f" The empirical knee, the largest batch size whose best loss is within {KNEE_WITHIN:.0%} of the best, is "
+                f"{knee:,}: {'within' if agree else 'not within'} a factor {AGREE_FACTOR:g} of the prediction"
+                f"{'' if agree else (', larger' if knee > critical else ', smaller')}."
+            )
+        lines.append(words)
+    for key, what in (("sharpness", "Sharpness (the top Hessian eigenvalue of the training loss)"), ("generalization_gap", "The generalization gap (validation minus training-subset loss)")):
+        medians = median_by_size(diagnosed(trials, key))
+        if len(medians) >= 2:
+            (small, first), (large, last) = next(iter(medians.items())), list(medians.items())[-1]
+            lines.append(f"{what} is {first:.3g} at batch size {small:,} and {last:.3g} at {large:,} (median of completed trials).")
+    return lines
+
+
+# -- batch-size schedules: decay the learning rate or grow the batch -------------------------
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One starting batch size: per schedule, completed/sampled trials and the best final loss."""
+
+    batch_size: int
+    sampled: dict[str, int]
+    completed: dict[str, int]
+    best_loss: dict[str, float | None]
+
+
+def schedule_comparison(trials: list[FrozenTrial]) -> list[ScheduleRow]:
+    """Best loss per starting batch size and schedule; empty unless the study sampled the schedule."""
+    schedules = sorted({str(t.params["schedule"]) for t in trials if "schedule" in t.params})
+    if len(schedules) < 2:
+        return []
+    rows = []
+    for size in batch_sizes(trials):
+        drawn = {s: [t for t in trials if t.params.get("batch_size") == size and t.params.get("schedule") == s] for s in schedules}
+        done = {s: [t for t in drawn[s] if _is_done(t)] for s in schedules}
+        rows.append(
+            ScheduleRow(
+                batch_size=size,
+                sampled={s: len(drawn[s]) for s in schedules},
+                completed={s: len(done[s]) for s in schedules},
+                best_loss={s: min((float(t.value) for t in done[s]), default=None) for s in schedules},  # type: ignore[arg-type]
+            )
+        )
+    return rows
+
+
+def schedule_sentence(rows: list[ScheduleRow]) -> str | None:
+    """Which schedule reached the lower best loss, counted over the batch sizes where both completed."""
+    if not rows:
+        return None
+    both = [r for r in rows if all(v is not None for v in r.best_loss.values())]
+    if not both:
+        return "The batch-size schedules cannot be compared yet: no starting batch size has a completed trial under both."
+    grow_wins = [r.batch_size for r in both if r.best_loss["grow_batch"] < r.best_loss["decay_lr"]]  # type: ignore[operator]
+    change = statistics.median(r.best_loss["grow_batch"] / r.best_loss["decay_lr"] - 1 for r in both)  # type: ignore[operator]
+    return (
+        f"Growing the batch at a fixed learning rate (grow_batch) reached a lower best loss than decaying the learning rate "
+        f"(decay_lr) at {len(grow_wins)} of the {len(both)} starting batch sizes where both completed"
+        f"{' (' + _sizes(grow_wins) + ')' if grow_wins else ''}; the median change in best loss is {_percent(change)}. "
+        f"Each cell is the best of few trials, so read small differences as noise."
+    )

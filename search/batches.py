@@ -18,15 +18,16 @@ class Normalizer:
     """uint8 images -> normalized float images with the training split's channel statistics."""
 
     def __init__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
-        channel_sums = torch.zeros(images.shape[1], dtype=torch.float64)
-        channel_squares = torch.zeros_like(channel_sums)
+        # Exact statistics from a 256-bin histogram per channel: no float copy of the data set
+        # (the float64 pass this replaces took seconds and a gigabyte on CIFAR-10).
+        counts = torch.zeros(images.shape[1], 256, dtype=torch.int64, device=images.device)
         for chunk in images.split(4096):
-            pixels = chunk.to(torch.float64).transpose(0, 1).flatten(1)
-            channel_sums += pixels.sum(1).cpu()
-            channel_squares += pixels.square().sum(1).cpu()
-        count = images.shape[0] * images.shape[2] * images.shape[3]
-        mean = channel_sums / count
-        std = (channel_squares / count - mean.square()).clamp_min(1e-12).sqrt()
+            for channel, pixels in enumerate(chunk.transpose(0, 1)):
+                counts[channel] += pixels.flatten().bincount(minlength=256)
+        frequencies = counts.cpu().double() / counts[0].sum().item()
+        levels = torch.arange(256, dtype=torch.float64)
+        mean = frequencies @ levels
+        std = (frequencies @ levels.square() - mean.square()).clamp_min(1e-12).sqrt()
         self.mean = mean.to(dtype).view(1, -1, 1, 1).to(images.device)
         self.scale = (1 / std).to(dtype).view(1, -1, 1, 1).to(images.device)
         self.dtype = dtype
@@ -37,7 +38,7 @@ class Normalizer:
 
 def flip_and_crop(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and random crop from a reflect-padded batch."""
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     device = images.device
     flip = torch.rand(n, device=device, generator=generator) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
@@ -45,9 +46,10 @@ def flip_and_crop(images: torch.Tensor, pad: int, generator: torch.Generator) ->
         return images
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
     offsets = torch.randint(0, 2 * pad + 1, (2, n), device=device, generator=generator)
-    rows = (offsets[0, :, None] + torch.arange(h, device=device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
-    cols = (offsets[1, :, None] + torch.arange(w, device=device)).view(n, 1, 1, w).expand(n, c, h, w)
-    return padded.gather(2, rows).gather(3, cols)
+    # A view of every (2p+1)^2 crop of every image; picking one per image copies only the crops
+    # (a third faster than gathering with full-size index tensors on the CPU).
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+    return windows[torch.arange(n, device=device), :, offsets[0], offsets[1]]
 
 
 class TrainBatches:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -20,7 +21,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _CACHE_FORMAT = 1
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 DATA_FORMS = (
     "--data accepts: the official CIFAR-10 archive cifar-10-python.tar.gz or the folder it extracts to; "
@@ -122,7 +125,10 @@ def _cache_key(source: Path, image_size: int | None) -> str:
 def _cached(source: Path, image_size: int | None) -> ImageData:
     """Decode once; later loads read plain .npy files (well under a second for CIFAR-10)."""
     entry = cache_dir() / "decoded" / _cache_key(source, image_size)
-    if not (entry / "meta.json").exists():
+    if (entry / "meta.json").exists():
+        classes = json.loads((entry / "meta.json").read_text())["classes"]
+        arrays = {name: np.load(entry / f"{name}.npy") for name in _ARRAYS}
+    else:
         arrays, classes = _decode(source, image_size)
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=entry.parent))
@@ -133,11 +139,8 @@ def _cached(source: Path, image_size: int | None) -> ImageData:
             staging.rename(entry)  # atomic: concurrent workers never see half a cache entry
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
-    meta = json.loads((entry / "meta.json").read_text())
-    tensors = {name: torch.from_numpy(np.load(entry / f"{name}.npy")) for name in ("train_x", "train_y", "test_x", "test_y")}
-    return ImageData(
-        tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"], tuple(meta["classes"]), str(source)
-    )
+    tensors = [torch.from_numpy(arrays[name]) for name in _ARRAYS]
+    return ImageData(*tensors, tuple(classes), str(source))
 
 
 def _decode(source: Path, image_size: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -197,6 +200,7 @@ def _official_cifar_tar(archive: tarfile.TarFile) -> tuple[dict[str, np.ndarray]
 
 # (split, class, encoded bytes); split is "train" or "test".
 _Member = tuple[str, str, bytes]
+_CHUNK = 1024  # images per decoding job: large enough to amortize the hand-off, small enough to stream
 
 
 def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -208,18 +212,15 @@ def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
-def _folder_members(root: Path) -> list[_Member]:
-    members = []
+def _folder_members(root: Path) -> Iterator[_Member]:
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             place = _split_and_class(path.relative_to(root).parts)
             if place:
-                members.append((*place, path.read_bytes()))
-    return members
+                yield (*place, path.read_bytes())
 
 
-def _tar_members(archive: tarfile.TarFile) -> list[_Member]:
-    members = []
+def _tar_members(archive: tarfile.TarFile) -> Iterator[_Member]:
     for member in archive:
         if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
             parts = Path(member.name).parts
@@ -227,12 +228,16 @@ def _tar_members(archive: tarfile.TarFile) -> list[_Member]:
             if place:
                 handle = archive.extractfile(member)
                 assert handle is not None
-                members.append((*place, handle.read()))
-    return members
+                yield (*place, handle.read())
 
 
-def _decode_chunk(args: tuple[list[bytes], int | None]) -> list[np.ndarray] | str:
-    blobs, image_size = args
+def _size_mismatch(shapes: set[tuple[int, ...]]) -> str:
+    sizes = ", ".join(f"{w}x{h}" for h, w, *_ in sorted(shapes)[:3])
+    return f"images differ in size ({sizes}...); set dataset.image_size in the study file to resize them"
+
+
+def _decode_chunk(blobs: list[bytes], image_size: int | None) -> np.ndarray | str:
+    """Decode a chunk into one (n, C, H, W) array, or say what is wrong with it."""
     images = []
     for blob in blobs:
         try:
@@ -243,40 +248,66 @@ def _decode_chunk(args: tuple[list[bytes], int | None]) -> list[np.ndarray] | st
                 images.append(np.asarray(image))
         except (UnidentifiedImageError, OSError) as error:
             return f"an image could not be decoded ({error})"
-    return images
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        return _size_mismatch(shapes)
+    return np.stack(images).transpose(0, 3, 1, 2)
 
 
-def _image_folder(members: list[_Member], image_size: int | None, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    if not members:
+def _image_folder(members: Iterator[_Member], image_size: int | None, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Decode on every core while the archive is still being read; copy each chunk into its split as it lands.
+
+    Reading finishes well before decoding, so the splits' sizes are known in time to allocate the
+    final arrays once: peak memory stays near one copy of the images plus the encoded files.
+    """
+    places: list[tuple[str, str]] = []
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        jobs = []
+        while chunk := list(itertools.islice(members, _CHUNK)):
+            places.extend((split, cls) for split, cls, _ in chunk)
+            jobs.append(pool.submit(_decode_chunk, [blob for _, _, blob in chunk], image_size))
+        try:
+            classes, labels, is_train = _labels(places, source)
+            splits = _fill_splits(jobs, is_train, source)
+        except UserError:
+            pool.shutdown(cancel_futures=True)
+            raise
+    arrays = {"train_x": splits[True], "train_y": labels[is_train], "test_x": splits[False], "test_y": labels[~is_train]}
+    return arrays, classes
+
+
+def _labels(places: list[tuple[str, str]], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names, integer labels and the train/test mask of every image, in reading order."""
+    if not places:
         raise UserError(f"{source} holds no images in a train/<class>/ or <class>/ layout. {DATA_FORMS}")
-    classes = sorted({cls for split, cls, _ in members if split == "train"})
-    unknown = sorted({cls for split, cls, _ in members if split == "test"} - set(classes))
+    classes = sorted({cls for split, cls in places if split == "train"})
+    unknown = sorted({cls for split, cls in places if split == "test"} - set(classes))
     if unknown:
         raise UserError(f"{source}: test classes {unknown} have no training folder; train/ and test/ must hold the same classes.")
     index = {cls: i for i, cls in enumerate(classes)}
-    chunk = 512
-    jobs = [([blob for _, _, blob in members[i : i + chunk]], image_size) for i in range(0, len(members), chunk)]
-    # Decoding is CPU-bound Pillow work: spread it over every core.
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("fork")) as pool:
-        decoded: list[np.ndarray] = []
-        for result in pool.map(_decode_chunk, jobs):
-            if isinstance(result, str):
-                raise UserError(f"{source}: {result}. Remove or replace the broken file.")
-            decoded.extend(result)
-    shapes = {image.shape for image in decoded}
-    if len(shapes) > 1:
-        sizes = ", ".join(f"{w}x{h}" for h, w, _ in sorted(shapes)[:3])
-        raise UserError(f"{source}: images differ in size ({sizes}...); set dataset.image_size in the study file to resize them.")
-    images = np.stack(decoded).transpose(0, 3, 1, 2)
-    labels = np.array([index[cls] for _, cls, _ in members], dtype=np.int64)
-    is_train = np.array([split == "train" for split, _, _ in members])
-    arrays = {
-        "train_x": np.ascontiguousarray(images[is_train]),
-        "train_y": labels[is_train],
-        "test_x": np.ascontiguousarray(images[~is_train]),
-        "test_y": labels[~is_train],
-    }
-    return arrays, classes
+    labels = np.array([index[cls] for _, cls in places], dtype=np.int64)
+    return classes, labels, np.array([split == "train" for split, _ in places])
+
+
+def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str) -> dict[bool, np.ndarray]:
+    """Copy each decoded chunk into the train (True) or test (False) array and drop it at once."""
+    splits: dict[bool, np.ndarray] = {}
+    filled = {True: 0, False: 0}
+    start = 0
+    while jobs:
+        decoded = jobs.pop(0).result()
+        if isinstance(decoded, str):
+            raise UserError(f"{source}: {decoded}. Remove or replace the broken file.")
+        if not splits:
+            splits = {flag: np.empty(((is_train == flag).sum(), *decoded.shape[1:]), dtype=np.uint8) for flag in (True, False)}
+        elif decoded.shape[1:] != splits[True].shape[1:]:
+            raise UserError(f"{source}: {_size_mismatch({splits[True].shape[2:], decoded.shape[2:]})}.")
+        for flag, target in splits.items():
+            part = decoded[is_train[start : start + len(decoded)] == flag]
+            target[filled[flag] : filled[flag] + len(part)] = part
+            filled[flag] += len(part)
+        start += len(decoded)
+    return splits
 
 
 # -- download and synthetic data -------------------------------------------------------------

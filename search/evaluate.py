@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -31,7 +32,8 @@ from search.reporting import ExamplesSeenReporter
 from search.spec import StudySpec, validate_spec
 from search.storage import STORAGE_ENV
 from search.trials import EVALUATION_SUFFIX, completed, connect, load, locate
-from search.training import TrainingPlan, train
+from search.accumulation import BatchSplitter
+from search.training import make_plan, train
 from search.views import EVALUATION_MARKER, ensure_views
 from search.worker import worker_device
 
@@ -88,18 +90,20 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
     try:
         started = time.perf_counter()
         hp = space.sample(trial, spec)
-        steps = spec.steps(hp.batch_size)
+        splitter = BatchSplitter.for_study(spec, data, num_classes, device_name)
+        plan = make_plan(spec, hp, seed, splitter.micro_batch_size(hp.batch_size))
+        steps = plan.steps
         # Validation (here: the test split) only once, after the last step.
-        plan = TrainingPlan(hp.batch_size, steps, hp.effective_lr, hp.momentum, report_every_examples=steps * hp.batch_size, seed=seed)
+        plan = replace(plan, report_every_examples=plan.examples_after(steps))
         # Seeding before the model is built makes `seed` fix the initial weights too.
         torch.manual_seed(seed)
-        model = build_model(spec.model.name, num_classes, data.train_images.shape[1], **spec.model.args)
+        model = splitter.prepare(build_model(spec.model.name, num_classes, data.train_images.shape[1], **spec.model.args))
         log, steps_done, train_seconds = train(model, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)])
         attrs: dict[str, Any] = {
             "source_trial": source.number, "seed": seed, "effective_lr": hp.effective_lr, "steps": steps,
-            "examples_seen": steps_done * hp.batch_size, "budget_examples": spec.budget_examples,
+            "examples_seen": plan.examples_after(steps_done), "budget_examples": spec.budget_examples,
             "train_images": len(data.train_labels), "test_images": len(data.val_labels),
-            "wall_seconds": time.perf_counter() - started, "examples_per_second": steps_done * hp.batch_size / max(train_seconds, 1e-9),
+            "wall_seconds": time.perf_counter() - started, "examples_per_second": plan.examples_after(steps_done) / max(train_seconds, 1e-9),
             "device": device_name,
         }
         if log.checkpoints and not log.stop_reason:

@@ -5,20 +5,24 @@ import gc
 import os
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import lightning.pytorch as pl
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 import torch
 
 from models import build_model
-from search import space
+from search import space, speed
+from search.accumulation import BatchSplitter
 from search.batches import DeviceData
 from search.errors import TrialFailed
 from search.shutdown import STOP
 from search.reporting import CheckpointListener, ExamplesSeenReporter
+from search.sharpness import diagnose
 from search.spec import StudySpec
-from search.training import TrainingPlan, train
+from search.speed import SpeedProfile
+from search.training import make_plan, train
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -39,6 +43,8 @@ class Objective:
         device_name: str,
         on_checkpoint: CheckpointListener | None = None,
         on_start: Callable[[], None] | None = None,
+        callbacks: Sequence[pl.Callback] = (),
+        profile: SpeedProfile | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
@@ -46,6 +52,9 @@ class Objective:
         self.device_name = device_name
         self.on_checkpoint = on_checkpoint
         self.on_start = on_start
+        self.callbacks = list(callbacks)  # extra Lightning callbacks, e.g. the benchmarks' step timer
+        self.profile = profile  # this device's speed profile (search.speed); needed with budget_seconds
+        self.splitter = BatchSplitter.for_study(spec, data, num_classes, device_name)
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.on_start:
@@ -57,28 +66,31 @@ class Objective:
         if retried is not None:
             trial.set_user_attr("retry_of", retried)
         hp = space.sample(trial, spec)
-        plan = TrainingPlan(
-            batch_size=hp.batch_size,
-            steps=spec.steps(hp.batch_size),
-            effective_lr=hp.effective_lr,
-            momentum=hp.momentum,
-            report_every_examples=spec.report_every(),
-            seed=spec.sampler.seed * 1_000_003 + trial.number,
-        )
+        fastest = speed.fastest_micro_batch(self.profile, hp.batch_size) if self.profile else None
+        micro_batch_size = self.splitter.micro_batch_size(hp.batch_size, fastest)
+        plan = make_plan(spec, hp, spec.sampler.seed * 1_000_003 + trial.number, micro_batch_size)
+        timing: dict[str, Any] = {}
+        if spec.budget_seconds is not None:
+            assert self.profile is not None, "the worker measures or loads the profile before any trial"
+            plan, timing = speed.time_plan(plan, spec, self.profile)
         attrs: dict[str, Any] = {
+            **timing,
             "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
             "effective_lr": hp.effective_lr,
             "steps": plan.steps,
             "budget_examples": spec.budget_examples,
+            "schedule": hp.schedule,
+            "micro_batch_size": plan.micro_batch_size or plan.batch_size,
+            "normalization_batch": spec.accumulation.normalization_batch,
             "device": self.device_name,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "seed": plan.seed,
         }
         torch.manual_seed(plan.seed)  # the stored seed fixes the initial weights, too
-        model = build_model(spec.model.name, self.num_classes, self.data.train_images.shape[1], **spec.model.args)
-        reporter = ExamplesSeenReporter(trial, self.on_checkpoint)
+        model = self.splitter.prepare(build_model(spec.model.name, self.num_classes, self.data.train_images.shape[1], **spec.model.args))
+        reporter = ExamplesSeenReporter(trial, self.on_checkpoint, spec.report_every_ms() if spec.budget_seconds is not None else None)
         try:
-            log, steps_done, train_seconds = train(model, self.data, plan, spec.optimizer, spec.schedule, [reporter])
+            log, steps_done, train_seconds = train(model, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks])
         except Exception as error:
             if not _is_out_of_memory(error):
                 raise
@@ -88,12 +100,13 @@ class Objective:
                 torch.cuda.empty_cache()
             self._store(trial, {**attrs, "reason": "out_of_memory", "wall_seconds": time.perf_counter() - started})
             raise TrialFailed("out_of_memory", str(error).split("\n")[0]) from None
-        examples_seen = steps_done * plan.batch_size
+        examples_seen = plan.examples_after(steps_done)
         pure_training = max(train_seconds - log.validation_seconds, 1e-9)
         attrs.update(
             examples_seen=examples_seen,
             wall_seconds=time.perf_counter() - started,
             examples_per_second=examples_seen / pure_training,
+            train_seconds=pure_training,
         )
         if log.checkpoints:
             final = log.checkpoints[-1]
@@ -106,6 +119,8 @@ class Objective:
                 best_val_acc=best.val_acc,
                 train_loss=final.train_loss,
             )
+            if spec.diagnostics.enabled and log.stop_reason is None:
+                attrs.update(self._diagnose(model, final.val_loss, train_seconds))
         if log.stop_reason == "pruned":
             attrs["reason"] = f"pruned at {examples_seen:,} examples"
         elif log.stop_reason == "diverged":
@@ -121,6 +136,13 @@ class Objective:
             # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
             raise optuna.TrialPruned(attrs["reason"])
         return attrs["final_val_loss"]
+
+    def _diagnose(self, model: torch.nn.Module, val_loss: float, train_seconds: float) -> dict[str, Any]:
+        """Sharpness and generalization gap of a completed trial; a failure here is stored, never fails the trial."""
+        try:
+            return diagnose(model, self.data, val_loss, self.spec.diagnostics, train_seconds)
+        except Exception as error:  # noqa: BLE001 - the trial itself has succeeded
+            return {"diagnostics_skipped": f"{type(error).__name__}: {error}".split("\n")[0]}
 
     @staticmethod
     def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

@@ -7,10 +7,11 @@ from optuna.trial import FrozenTrial, TrialState
 from search.training import Checkpoint
 
 
-def checkpoint_line(budget_examples: int, trial: optuna.Trial, checkpoint: Checkpoint) -> None:
-    """Bind the budget with functools.partial: no storage read at each validation."""
+def checkpoint_line(budget_examples: int | None, trial: optuna.Trial, checkpoint: Checkpoint) -> None:
+    """Bind the budget with functools.partial: no storage read at each validation (None: a time budget)."""
+    budget = f"/{budget_examples:,}" if budget_examples else ""
     print(
-        f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}/{budget_examples:,} examples  "
+        f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}{budget} examples  "
         f"train_loss {checkpoint.train_loss:.4f}  val_loss {checkpoint.val_loss:.4f}  val_acc {checkpoint.val_acc:.3f}",
         flush=True,
     )
@@ -26,6 +27,7 @@ def trial_line(trial: FrozenTrial) -> str:
         f"(eff {attrs.get('effective_lr', float('nan')):.4g})  momentum={params.get('momentum', float('nan')):.3f}  "
         f"val_loss={value if value is None else f'{value:.4f}'}  {trial.state.name:<8} "
         f"{attrs.get('wall_seconds', 0):7.1f}s  {attrs.get('examples_per_second', 0):8,.0f} ex/s"
+        + (f"  trained {attrs['train_seconds']:.1f}s, predicted {attrs['predicted_seconds']:.1f}s" if "predicted_seconds" in attrs and "train_seconds" in attrs else "")
         + (f"  ({reason})" if reason else "")
     )
 

@@ -2,6 +2,8 @@
 
 Trials report at `step = examples seen`, so warm-up and resources are counted in examples:
 a batch-16 and a batch-1024 trial are compared after the same number of training examples.
+With a time budget (`budget_seconds`) they report at `step = milliseconds of predicted
+training time` instead, and the same arguments count milliseconds.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ def _hyperband(
     spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, bootstrap_count: int = 0
 ) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(
-        min_resource=min_resource_examples or spec.report_every(),
-        max_resource=spec.budget_examples,
+        min_resource=min_resource_examples or spec.pruning_resources()[0],
+        max_resource=spec.pruning_resources()[1],
         reduction_factor=reduction_factor,
         bootstrap_count=bootstrap_count,
     )
@@ -38,7 +40,7 @@ def _successive_halving(
     spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, min_early_stopping_rate: int = 0
 ) -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=min_resource_examples or spec.report_every(),
+        min_resource=min_resource_examples or spec.pruning_resources()[0],
         reduction_factor=reduction_factor,
         min_early_stopping_rate=min_early_stopping_rate,
     )

@@ -27,8 +27,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from search import analysis  # noqa: E402
-from search.analysis import BatchSizeResult, EvaluationResult, ScalingFit  # noqa: E402
+from search import analysis, speed  # noqa: E402
+from search.analysis import BatchSizeResult, DeviceSpeeds, EvaluationResult, ScalingFit  # noqa: E402
 from search.errors import exits_on_user_error  # noqa: E402
 from search.storage import STORAGE_ENV, redact  # noqa: E402
 from search.trials import EVALUATION_SUFFIX, TrialRow, completed, connect, find, load, locate, state_counts  # noqa: E402
@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/<study>-report)")
+    parser.add_argument(
+        "--target-loss", type=float,
+        help=f"loss for the time-to-target comparison (default: the best loss + {analysis.TARGET_MARGIN:.0%})",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,7 +96,21 @@ def _save(figure: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path) -> str:
+def _mark_knee_and_prediction(axis: plt.Axes, results: list[BatchSizeResult], probe: dict[str, Any] | None) -> None:
+    """The empirical knee, and the noise-scale probe's predicted critical batch size with its suggested range."""
+    measured = [r.best_loss for r in results if r.best_loss is not None]
+    knee = analysis.empirical_knee(results)
+    if knee is not None:
+        axis.axhline(min(measured) * (1 + analysis.KNEE_WITHIN), color="C2", ls=":", lw=1, label=f"within {analysis.KNEE_WITHIN:.0%} of the best")
+        axis.axvline(knee, color="C2", lw=1.2, label=f"empirical knee: B={knee:,} (largest within {analysis.KNEE_WITHIN:.0%})")
+    critical = probe.get("critical_batch_size") if probe else None
+    if isinstance(critical, (int, float)):
+        low, high = probe["suggested_range"]  # type: ignore[index]
+        axis.axvspan(low, high, color="C3", alpha=0.07, label=f"probe's range B_crit/8 to 2 B_crit: {low:,.0f}–{high:,.0f}")
+        axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_crit ≈ B_simple = {critical:,.0f}")
+
+
+def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path, probe: dict[str, Any] | None = None) -> str:
     sizes = [r.batch_size for r in results]
     measured = [r for r in results if r.best is not None]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -104,7 +122,8 @@ def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[Frozen
     loss_axis.axhline(floor * (1 + analysis.NEAR_BEST), color="C2", ls="--", lw=1, label=f"within {analysis.NEAR_BEST:.0%} of the best")
     for r in measured:
         loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    loss_axis.legend(fontsize=8)
+    _mark_knee_and_prediction(loss_axis, results, probe)
+    loss_axis.legend(fontsize=7)
     _per_batch_size(
         acc_axis, results, done, [t.user_attrs.get("final_val_acc", math.nan) for t in done], [r.best_val_acc for r in results], "C1",
         "final validation accuracy", "Best validation accuracy per batch size",
@@ -159,12 +178,9 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
 
 
 def _curve(trial: FrozenTrial) -> tuple[list[int], list[float]]:
-    points = dict(trial.intermediate_values)
-    # The final validation is reported only when the budget is a multiple of the interval.
-    if "examples_seen" in trial.user_attrs and trial.value is not None:
-        points.setdefault(int(trial.user_attrs["examples_seen"]), trial.value)
-    steps = sorted(points)
-    return steps, [points[s] for s in steps]
+    # Every validation in examples seen, the final one included (also under a time budget).
+    points = analysis.trial_points(trial)
+    return [p.examples for p in points], [p.val_loss for p in points]
 
 
 def figure_curves(results: list[BatchSizeResult], budget: int, path: Path) -> str:
@@ -226,6 +242,141 @@ def figure_pruning(trials: list[FrozenTrial], budget: int, path: Path) -> str:
     return _save(figure, path)
 
 
+def figure_two_speeds(speeds: DeviceSpeeds, path: Path) -> str:
+    """Best loss so far per batch size against examples (left) and training seconds (right), the target marked."""
+    colors = plt.get_cmap("viridis")
+    sizes = sorted(speeds.by_examples)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for axis, curves, unit in ((axes[0], speeds.by_examples, "training examples seen"), (axes[1], speeds.by_seconds, "training seconds (estimated)")):
+        for index, size in enumerate(sizes):
+            xs, ys = zip(*curves[size])
+            color = colors(index / max(1, len(sizes) - 1))
+            axis.plot(xs, ys, "o-", drawstyle="steps-post", ms=3, color=color, label=f"B={size:,} ({speeds.trials[size]} trials)")
+        axis.axhline(speeds.target_loss, color="C3", ls="--", lw=1, label=f"target {speeds.target_loss:.4f}")
+        axis.set_xlabel(unit)
+        axis.grid(alpha=0.3)
+    for index, size in enumerate(sizes):
+        reached = speeds.seconds_to_target[size]
+        if reached is not None:
+            axes[1].plot([reached], [speeds.target_loss], "v", ms=9, color=colors(index / max(1, len(sizes) - 1)), zorder=4)
+    firsts = [curve[0][1] for curve in speeds.by_examples.values()]
+    lows = [curve[-1][1] for curve in speeds.by_examples.values()]
+    axes[0].set_ylim(min(lows + [speeds.target_loss]) * 0.97, max(1.3 * statistics.median(firsts), speeds.target_loss * 1.1))
+    axes[0].set_ylabel("best validation loss so far")
+    axes[0].set_title("At equal examples seen", fontsize=10)
+    axes[1].set_title(f"At equal wall-clock training time on {speeds.device}\n(triangles: first reaching the target)", fontsize=10)
+    axes[1].legend(fontsize=8, ncol=2, loc="upper right")
+    return _save(figure, path)
+
+
+def figure_profile(profiles: list[speed.SpeedProfile], trials: list[FrozenTrial], path: Path) -> str:
+    """Examples/s per batch size from each device's profile, and what the trials on that device measured."""
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    sizes: set[int] = set()
+    for index, profile in enumerate(profiles):
+        color = f"C{index}"
+        xs = [s.batch_size for s in profile.sizes]
+        rates = [s.examples_per_second for s in profile.sizes]
+        errors = [[r - s.slowest for r, s in zip(rates, profile.sizes)], [s.fastest - r for r, s in zip(rates, profile.sizes)]]
+        axis.errorbar(xs, rates, yerr=errors, fmt="o-", color=color, capsize=3, label=f"profile: {profile.device} (median, slowest-fastest)")
+        ran = [t for t in trials if t.user_attrs.get("device") == profile.device and t.user_attrs.get("examples_per_second")]
+        axis.scatter(
+            [t.params["batch_size"] for t in ran], [t.user_attrs["examples_per_second"] for t in ran], marker="x", color=color,
+            alpha=0.6, label=f"trials on {profile.device} (whole training run)",
+        )
+        sizes.update(xs)
+        sizes.update(t.params["batch_size"] for t in ran)
+    axis.set_ylim(bottom=0)
+    axis.set_ylabel("training examples per second")
+    axis.set_title("Throughput of a full training step per batch size", fontsize=10)
+    axis.legend(fontsize=8)
+    _log2_axis(axis, sorted(sizes))
+    return _save(figure, path)
+
+
+def _two_speeds_section(speeds: list[DeviceSpeeds], profiles: list[speed.SpeedProfile], trials: list[FrozenTrial], out: Path) -> str:
+    parts = [
+        "<p>Users pay in seconds, not examples. Left: for each batch size, the best validation loss any of its trials had "
+        "reached by a number of examples; right: the same against training seconds on the device. Seconds are estimated "
+        "per trial as examples seen divided by that trial's measured training examples/s (validation time excluded, a "
+        "constant rate assumed); the time to the target is read at validation checkpoints, so it is an upper bound.</p>"
+    ]
+    for index, device in enumerate(speeds):
+        parts.append(f"<p><b>{html.escape(analysis.two_speeds_sentence(device))}</b></p>")
+        parts.append(f'<img src="{figure_two_speeds(device, out / f"two_speeds_{index}.png")}" alt="best loss against examples and seconds on {html.escape(device.device)}">')
+        rows = [
+            [
+                f"{b:,}", str(device.trials[b]), _number(device.seconds_to_target[b], ".1f") if device.seconds_to_target[b] is not None else "not reached",
+                _number(device.loss_at_common_examples.get(b), ".4f"),
+            ]
+            for b in sorted(device.trials)
+        ]
+        parts.append(_table(
+            ["batch size", "trials", f"seconds to loss {device.target_loss:.4f}", f"best loss by {device.common_examples:,.0f} examples"], rows,
+        ))
+    if not speeds:
+        parts.append("<p>No trial has finished with a measured speed yet.</p>")
+    if profiles:
+        parts.append(f'<img src="{figure_profile(profiles, trials, out / "throughput.png")}" alt="throughput profile per batch size">')
+        rows = [
+            [profile.device, f"{s.batch_size:,}", f"{s.examples_per_second:,.0f}", f"{s.slowest:,.0f} – {s.fastest:,.0f}", f"{s.spread:.0%}",
+             f"{1000 * s.batch_size / s.examples_per_second:.1f}", f"{s.peak_memory_bytes / 2**20:,.1f}"]
+            for profile in profiles for s in profile.sizes
+        ]
+        parts.append(_table(["device", "batch size", "examples/s (median)", "slowest – fastest", "spread", "step ms", "peak memory MB"], rows))
+        parts.append("".join(
+            f"<p class=\"meta\">{html.escape(p.device)}: measured {html.escape(p.measured_at)} in {p.seconds:.1f} s; largest size: "
+            f"{html.escape(p.stopped)}; peak memory: {html.escape(p.memory_method)}.</p>"
+            for p in profiles
+        ))
+    else:
+        parts.append("<p>No speed profile is stored on this study: run <code>python -m search.speed --study NAME</code>.</p>")
+    return "".join(parts)
+
+
+def figure_sharpness_and_gap(trials: list[FrozenTrial], results: list[BatchSizeResult], path: Path) -> str:
+    """Sharpness and generalization gap of every completed trial against batch size, medians joined."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (
+        ("sharpness", "top Hessian eigenvalue (training loss)", "Sharpness at the final weights (Keskar et al.)", "C3"),
+        ("generalization_gap", "validation loss − training-subset loss", "Generalization gap at the final weights", "C4"),
+    )
+    for axis, (key, ylabel, title, color) in zip(axes, panels):
+        points = analysis.diagnosed(trials, key)
+        axis.scatter([b for b, _ in points], [v for _, v in points], s=16, color=_GREY, zorder=2, label="every completed trial")
+        medians = analysis.median_by_size(points)
+        axis.plot(list(medians), list(medians.values()), "o-", color=color, zorder=3, label="median per batch size")
+        if not points:
+            axis.text(0.5, 0.5, "not measured (diagnostics off, or no completed trial)", transform=axis.transAxes, ha="center", fontsize=9)
+        axis.set_ylabel(ylabel)
+        axis.set_title(title, fontsize=10)
+        axis.legend(fontsize=8)
+        _log2_axis(axis, [r.batch_size for r in results])
+    if analysis.diagnosed(trials, "sharpness"):
+        axes[0].set_yscale("log")
+    return _save(figure, path)
+
+
+def _probe_section(probe: dict[str, Any] | None, study_name: str) -> str:
+    if probe is None:
+        return (
+            f"<p>No noise-scale probe is stored on this study. Run <code>python -m search.probe --study {html.escape(study_name)}</code> "
+            "to measure the gradient noise scale and draw the predicted critical batch size on the first figure.</p>"
+        )
+    rows = [
+        [f"{p['examples_seen']:,}", _number(p["train_loss"], ".3f"), f"{p['gradient_sq']:.4g}", f"{p['trace']:.4g}",
+         _number(p["b_simple"], ",.0f"), _number(p["stderr"], ",.0f")]
+        for p in probe["points"]
+    ]
+    return (
+        f"<p>Probe of {html.escape(str(probe['created']))}: batch size {probe['batch_size']:,}, effective learning rate "
+        f"{probe['effective_lr']:.4g}, momentum {probe['momentum']:.3f}, augmentation on; gradient norms at {probe['small_batch']} and "
+        f"{probe['big_batch']} examples averaged over {probe['measurements']} big batches per point "
+        "(McCandlish et al. 2018, Appendix A); ± is a jackknife standard error over those batches.</p>"
+        + _table(["examples seen", "train loss", "|G|² estimate", "tr(Σ) estimate", "B_simple", "± standard error"], rows)
+    )
+
+
 # -- the page -------------------------------------------------------------------------------
 
 def _number(value: Any, fmt: str) -> str:
@@ -250,6 +401,22 @@ def _batch_size_table(results: list[BatchSizeResult]) -> str:
     return _table(
         ["batch size", "trials sampled", "completed", "best val loss", "best val acc", "lr (sampled)", "effective lr", "momentum", "best trial"],
         rows,
+    )
+
+
+def _schedule_section(rows: list[analysis.ScheduleRow]) -> str:
+    """Best loss per starting batch size under each batch-size schedule; nothing when the study had one schedule."""
+    if not rows:
+        return ""
+    schedules = list(rows[0].best_loss)
+    table = _table(
+        ["starting batch size", *(f"{s}: best val loss (completed/sampled)" for s in schedules)],
+        ([f"{r.batch_size:,}", *(f"{_number(r.best_loss[s], '.4f')} ({r.completed[s]}/{r.sampled[s]})" for s in schedules)] for r in rows),
+    )
+    return (
+        "<h2>Batch-size schedules: decay the learning rate or grow the batch</h2><p>decay_lr keeps the batch size and decays "
+        "the learning rate; grow_batch keeps the learning rate after warm-up and multiplies the batch size by the same factors "
+        "at the same points (Smith et al. 2017), from the sampled batch size. Both train the same example budget.</p>" + table
     )
 
 
@@ -309,9 +476,10 @@ def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: 
     meta = (
         f"Storage {redact(url)}. {len(trials)} trials: {state_counts(trials)}. "
         f"Data: {dataset.get('name', '?')}{' (' + str(dataset.get('path')) + ')' if dataset.get('path') else ''}; "
-        f"model: {model.get('name', '?')} {model.get('args', '')}; budget: {study.user_attrs.get('budget_examples', 0):,} training "
-        f"examples per trial, validation every {study.user_attrs.get('report_every_examples', 0):,}; "
-        f"{study.user_attrs.get('lr_parameterization', '')}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+        f"model: {model.get('name', '?')} {model.get('args', '')}; budget: "
+        + (f"{spec['budget_seconds']:g} s of training per trial (steps from the speed profile); " if spec.get("budget_seconds") else
+           f"{study.user_attrs.get('budget_examples', 0):,} training examples per trial, validation every {study.user_attrs.get('report_every_examples', 0):,}; ")
+        + f"{study.user_attrs.get('lr_parameterization', '')}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Batch-size report: {html.escape(study.study_name)}</title>
@@ -324,12 +492,24 @@ def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: 
 trials count here: a pruned trial stopped early and was measured after fewer examples.</p>
 <img src="{sections['best_png']}" alt="best validation loss and accuracy per batch size">
 {sections['batch_table']}
+{sections['schedules']}
 <h2>Learning rate and momentum of the best trial per batch size</h2>
 <p>An exponent of 1 means the best learning rate grows linearly with batch size, 0.5 with its square root, 0 not at all.
 The best trial of a batch size is one draw from the sampler, so each point is noisy; grey dots show every completed trial.</p>
 <img src="{sections['lr_png']}" alt="best learning rate (log-log) and momentum per batch size">
+<h2>Why: gradient noise scale, sharpness and generalization gap</h2>
+<p>The gradient noise scale B_simple = tr(Σ)/|G|² predicts the critical batch size: below it a larger batch saves steps
+at little cost in examples, above it mostly wastes examples (McCandlish et al. 2018). The empirical knee is the largest
+batch size whose best loss is within {analysis.KNEE_WITHIN:.0%} of the best; both are marked on the first figure. Large batches are said to
+end in sharper minima that generalize worse (Keskar et al. 2016): sharpness is the largest Hessian eigenvalue of the training
+loss over a fixed training subset, the gap the validation loss minus the loss on a fixed training subset, both at each
+completed trial's final weights.</p>
+{sections['probe']}
+<img src="{sections['diagnostics_png']}" alt="sharpness and generalization gap against batch size">
 <h2>Validation loss against examples seen</h2>
 <img src="{sections['curves_png']}" alt="validation loss against examples seen for the best trial of each batch size">
+<h2>The two speeds: loss per example and loss per second</h2>
+{sections['two_speeds']}
 <h2>Compute saved by pruning</h2>
 <img src="{sections['pruning_png']}" alt="examples trained per trial and cumulative, with and without pruning">
 <h2>Test-set evaluation</h2>
@@ -340,27 +520,42 @@ The best trial of a batch size is one draw from the sampler, so each point is no
 """
 
 
-def write_report(study: optuna.Study, evaluation_study: optuna.Study | None, url: str, out: Path) -> tuple[Path, list[str]]:
+def write_report(
+    study: optuna.Study, evaluation_study: optuna.Study | None, url: str, out: Path, target_loss: float | None = None,
+) -> tuple[Path, list[str]]:
     """Write report.html and its figures into `out`; returns the page and the summary sentences."""
     done = completed(study)
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     budget = int(study.user_attrs.get("budget_examples") or max(t.user_attrs.get("examples_seen", 0) for t in trials))
+    if study.user_attrs.get("spec", {}).get("budget_seconds"):
+        # A time budget: the longest trial planned (steps from the speed profile).
+        budget = max((analysis.examples_at_end(t, budget) for t in trials if "budget_seconds" in t.user_attrs), default=budget)
     results = analysis.per_batch_size(trials)
     fits = analysis.lr_fits(results)
     savings = analysis.pruning_savings(trials, budget)
     runs = evaluation_study.get_trials(deepcopy=False) if evaluation_study else []
     evaluation = analysis.evaluation_results(trials, runs)
     summary = analysis.summary(trials, results, fits, savings, evaluation)
+    probe = analysis.latest_probe(study.user_attrs)
+    summary += analysis.diagnostics_summary(trials, results, probe)
+    speeds = analysis.two_speeds(trials, target_loss)
+    summary += [analysis.two_speeds_sentence(s) for s in speeds]
+    schedules = analysis.schedule_comparison(trials)
+    summary += [line for line in [analysis.schedule_sentence(schedules)] if line]
     sections = {
         "summary": "".join(f"<p>{html.escape(line)}</p>" for line in summary),
-        "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png"),
+        "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", probe),
+        "diagnostics_png": figure_sharpness_and_gap(trials, results, out / "sharpness_and_gap.png"),
+        "probe": _probe_section(probe, study.study_name),
         "lr_png": figure_lr_and_momentum(results, done, fits, out / "lr_and_momentum.png"),
         "curves_png": figure_curves(results, budget, out / "loss_curves.png"),
         "pruning_png": figure_pruning(trials, budget, out / "pruning.png"),
         "batch_table": _batch_size_table(results),
+        "schedules": _schedule_section(schedules),
         "evaluation": _evaluation_section(evaluation, study.study_name),
         "top_table": _top_trials_table(done),
+        "two_speeds": _two_speeds_section(speeds, speed.all_stored(study), trials, out),
     }
     page = out / "report.html"
     page.write_text(render_html(study, url, trials, done, sections), encoding="utf-8")
@@ -374,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = connect(url)
     study = load(storage, study_name, url)
     out = args.out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study_name)}-report"
-    page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out)
+    page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out, args.target_loss)
     print("\n".join(summary))
     print(f"report: {page.resolve()}")
     return 0

@@ -4,6 +4,7 @@ optuna-integration's PyTorchLightningPruningCallback reports with `step = curren
 which compares a batch-1024 trial with a batch-16 trial at unequal cost and collides when
 validation runs several times per epoch. This callback keeps its DDP design: only global
 rank zero talks to the storage, and its decision to stop is broadcast to every rank.
+With a time budget the key is the predicted training time instead (`step = milliseconds`).
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ CheckpointListener = Callable[[optuna.Trial, Checkpoint], None]
 
 
 class ExamplesSeenReporter(pl.Callback):
-    def __init__(self, trial: optuna.Trial, on_checkpoint: CheckpointListener | None = None) -> None:
+    def __init__(self, trial: optuna.Trial, on_checkpoint: CheckpointListener | None = None, report_every_ms: int | None = None) -> None:
         self.trial = trial
         self.on_checkpoint = on_checkpoint
+        # With a time budget, checkpoint k falls after k x report_every_ms of predicted training time
+        # (a step count fixed per batch size from the speed profile) and is reported at that step.
+        self.report_every_ms = report_every_ms
         self._validation_started = 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
@@ -39,7 +43,7 @@ class ExamplesSeenReporter(pl.Callback):
         log = pl_module.log_book
         metrics = trainer.callback_metrics
         checkpoint = Checkpoint(
-            examples_seen=trainer.global_step * pl_module.plan.batch_size,
+            examples_seen=pl_module.plan.examples_after(trainer.global_step),
             train_loss=float(metrics["train_loss"]),
             val_loss=float(metrics["val_loss"]),
             val_acc=float(metrics["val_acc"]),
@@ -54,7 +58,7 @@ class ExamplesSeenReporter(pl.Callback):
                 stop_reason = "diverged"
             elif checkpoint.examples_seen % pl_module.plan.report_every_examples == 0:
                 # Only the shared checkpoints are reported: pruners compare values at equal keys.
-                self.trial.report(checkpoint.val_loss, step=checkpoint.examples_seen)
+                self.trial.report(checkpoint.val_loss, step=self._report_step(checkpoint.examples_seen, pl_module.plan.report_every_examples))
                 mid_training = trainer.state.fn == TrainerFn.FITTING and trainer.global_step < pl_module.plan.steps
                 if mid_training and self.trial.should_prune():
                     stop_reason = "pruned"
@@ -62,3 +66,8 @@ class ExamplesSeenReporter(pl.Callback):
         if stop_reason:
             log.stop_reason = stop_reason
             trainer.should_stop = True
+
+    def _report_step(self, examples_seen: int, report_every_examples: int) -> int:
+        if self.report_every_ms is None:
+            return examples_seen
+        return examples_seen // report_every_examples * self.report_every_ms

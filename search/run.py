@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-trials", type=int, help="study-wide number of trials (all workers together)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--budget-examples", type=int, help="training examples per trial (batch size x steps)")
+    parser.add_argument("--budget-seconds", type=float, help="training seconds per trial instead (steps from the speed profile)")
+    parser.add_argument("--skip-speed-profile", action="store_true", help="do not measure this device's speed profile before the first trial")
     parser.add_argument("--data", help="data set location (archive, folder); see the README for the forms")
     parser.add_argument("--workers", default="auto", help="'auto' (one per GPU, else one on the CPU) or a number")
     parser.add_argument("--seed", type=int, help="sampler seed")
@@ -48,6 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "n_trials": args.n_trials,
         "timeout_seconds": args.timeout,
         "budget_examples": args.budget_examples,
+        "budget_seconds": args.budget_seconds,
         "dataset.path": args.data,
         "sampler.seed": args.seed,
     }
@@ -80,12 +83,15 @@ def _print_header(spec: StudySpec, url: str, workers: int, train: int, val: int,
     storage_note = " (embedded SQLite: one worker; use PostgreSQL for several)" if backend(url) == "sqlite" else ""
     device = f"{workers} x GPU" if torch.cuda.is_available() else f"{workers} x CPU ({max(1, (os.cpu_count() or 1) // workers)} threads each)"
     steps = "  ".join(f"{b}:{spec.steps(b)}" for b in spec.search_space.batch_sizes())
+    budget = f"budget {spec.budget_examples:,} examples, validation every {spec.report_every():,}"
+    if spec.budget_seconds is not None:
+        budget = f"budget {spec.budget_seconds:g} s of training, validation every {spec.report_every_ms() / 1000:g} s (predicted)"
+        steps = "from each device's speed profile, in each trial's line"
     print(
         f"study    {spec.name}  storage {redact(url)}{storage_note}\n"
         f"data     {image_data.source}: {train:,} train / {val:,} validation images, {image_data.num_classes} classes, "
         f"{'x'.join(map(str, image_data.image_shape))}\n"
-        f"model    {spec.model.name} {spec.model.args or ''}  budget {spec.budget_examples:,} examples, "
-        f"validation every {spec.report_every():,}\n"
+        f"model    {spec.model.name} {spec.model.args or ''}  {budget}\n"
         f"steps    per batch size  {steps}\n"
         f"search   sampler {spec.sampler.name} (seed {spec.sampler.seed})  pruner {spec.pruner.name}  "
         f"{spec.lr_parameterization.describe()}\n"
@@ -94,7 +100,7 @@ def _print_header(spec: StudySpec, url: str, workers: int, train: int, val: int,
     )
 
 
-def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool) -> int:
+def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool, speed_profile: bool) -> int:
     """One subprocess per worker, each pinned to one GPU (or sharing the CPU's cores)."""
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -104,6 +110,7 @@ def _spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool) -> int:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         command = [sys.executable, "-m", "search.worker", str(index)] + (["--quiet"] if quiet else [])
+        command += [] if speed_profile else ["--skip-speed-profile"]
         # A session of its own: Ctrl-C reaches the workers once, forwarded from here.
         processes.append(subprocess.Popen(command, env=env, start_new_session=True))
 
@@ -144,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     _print_header(spec, url, workers, len(train_index), len(val_index), image_data)
     if workers == 1:
         STOP.install()
-        code = run_worker(spec, url, images=image_data, quiet=args.quiet)
+        code = run_worker(spec, url, images=image_data, quiet=args.quiet, speed_profile=not args.skip_speed_profile)
     else:
         storage.engine.dispose()  # no pooled connection may cross into the workers
-        code = _spawn_workers(spec, url, workers, args.quiet)
+        code = _spawn_workers(spec, url, workers, args.quiet, speed_profile=not args.skip_speed_profile)
     print(summary(study, redact(url)), flush=True)
     return code
 

@@ -15,6 +15,7 @@ class Hyperparams:
     lr: float  # as sampled, in the study's parameterization
     momentum: float
     effective_lr: float  # what the optimizer gets
+    schedule: str  # decay_lr | grow_batch
 
 
 def effective_lr(lr: float, batch_size: int, momentum: float, parameterization: LRParameterizationSpec) -> float:
@@ -30,7 +31,9 @@ def sample(trial: optuna.Trial, spec: StudySpec) -> Hyperparams:
     batch_size = int(trial.suggest_categorical("batch_size", space.batch_sizes()))
     lr = trial.suggest_float("lr", space.lr.low, space.lr.high, log=space.lr.log)
     momentum = trial.suggest_float("momentum", space.momentum.low, space.momentum.high, log=space.momentum.log)
-    return Hyperparams(batch_size, lr, momentum, effective_lr(lr, batch_size, momentum, spec.lr_parameterization))
+    # A single listed schedule is fixed, not a parameter: studies without the choice keep their parameters.
+    schedule = str(trial.suggest_categorical("schedule", space.schedule)) if len(space.schedule) > 1 else space.schedule[0]
+    return Hyperparams(batch_size, lr, momentum, effective_lr(lr, batch_size, momentum, spec.lr_parameterization), schedule)
 
 
 def build_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:

@@ -37,6 +37,10 @@ CONNECT_TIMEOUT_SECONDS = 10
 # A worker is declared lost after this many missed heartbeats; its trial is retried this often.
 HEARTBEAT_GRACE_FACTOR = 3
 MAX_RETRIES = 3
+# Waiting workers poll the trial gate with backoff: each poll is a new server process, and 32
+# workers polling every 0.1 s spent more CPU on those than the gate holder got (bench/storage).
+_GATE_FIRST_POLL_SECONDS = 0.05
+_GATE_LAST_POLL_SECONDS = 1.0
 
 
 def resolve_url(cli_storage: str | None, study_name: str, file_storage: str | None = None) -> str:
@@ -156,6 +160,7 @@ class TrialGate(Reconnecting):
             return
         # Polling a try-lock, instead of queueing on pg_advisory_lock, keeps at most one
         # connection per waiting worker open for a moment, not for the whole wait.
+        delay = _GATE_FIRST_POLL_SECONDS
         while True:
             connection = self._engine.connect()
             try:
@@ -167,7 +172,8 @@ class TrialGate(Reconnecting):
                 self._connection = connection
                 return
             connection.close()
-            time.sleep(random.uniform(0.02, 0.2))
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(2 * delay, _GATE_LAST_POLL_SECONDS)
 
     def release(self) -> None:
         if self._connection is not None:

@@ -2,6 +2,10 @@
 
 Validation falls every `report_every_examples` examples (a multiple of every batch size),
 so all trials are measured at the same examples-seen checkpoints, plus once at the end.
+
+Each optimizer step sums the gradients of micro-batches (when the plan has one) and, under the
+`grow_batch` schedule, of several consecutive loader batches: every step applies the exact
+mean gradient over its whole batch, whatever pieces it was computed in.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from search.batches import DeviceData
-from search.spec import OptimizerSpec, ScheduleSpec
+from search.space import Hyperparams
+from search.spec import OptimizerSpec, ScheduleSpec, StudySpec
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -33,12 +38,32 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    batch_size: int
-    steps: int
+    batch_size: int  # examples per loader batch: the batch size, or the starting one when it grows
+    steps: int  # optimizer steps
     effective_lr: float
     momentum: float
     report_every_examples: int
     seed: int
+    micro_batch_size: int | None = None  # forward/backward passes of this many examples; None: the whole batch
+    # (examples seen, multiplier): from that point on a step takes `multiplier` loader batches.
+    growth: tuple[tuple[int, int], ...] = ()
+
+    def multiplier_at(self, examples_seen: int) -> int:
+        multiplier = 1
+        for start, factor in self.growth:
+            if examples_seen >= start:
+                multiplier = factor
+        return multiplier
+
+    def examples_after(self, steps: int) -> int:
+        """Examples seen after `steps` optimizer steps (steps x batch size while the batch is constant)."""
+        examples = 0
+        for phase_end in (*(at for at, _ in self.growth), None):
+            step_size = self.batch_size * self.multiplier_at(examples)
+            phase_steps = steps if phase_end is None else min(steps, (phase_end - examples) // step_size)
+            examples += phase_steps * step_size
+            steps -= phase_steps
+        return examples
 
 
 @dataclass(frozen=True)
@@ -71,8 +96,49 @@ def lr_factor(step: int, steps: int, schedule: ScheduleSpec) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def batch_growth(batch_size: int, budget_examples: int, align: int, schedule: ScheduleSpec) -> tuple[tuple[int, int], ...]:
+    """The `grow_batch` schedule (Smith et al. 2017): where the decay would divide the learning
+    rate by growth_factor^k, multiply the batch size by it instead (at most `max_growths` times).
+
+    Growth points are rounded to the nearest validation checkpoint (multiples of `align`) and
+    growth stops at the largest batch that divides `align`, so that checkpoints still fall on
+    step boundaries at equal examples seen.
+    """
+    steps = budget_examples // batch_size
+    warmup = round(schedule.warmup_fraction * steps)
+    growth: list[tuple[int, int]] = []
+    for k in range(1, schedule.max_growths + 1):
+        multiplier = schedule.growth_factor**k
+        target = 1 / multiplier
+        progress = 1 - target if schedule.decay == "linear" else math.acos(2 * target - 1) / math.pi
+        at = round((warmup + progress * (steps - warmup)) * batch_size / align) * align
+        if align % (batch_size * multiplier) or not 0 < at < budget_examples or (growth and at <= growth[-1][0]):
+            break
+        growth.append((at, multiplier))
+    return tuple(growth)
+
+
+def growth_steps(batch_size: int, budget_examples: int, growth: tuple[tuple[int, int], ...]) -> int:
+    """Optimizer steps within the budget when the batch grows at these points."""
+    starts, multipliers = (0, *(at for at, _ in growth)), (1, *(m for _, m in growth))
+    ends = (*starts[1:], budget_examples)
+    return sum((end - start) // (batch_size * m) for start, end, m in zip(starts, ends, multipliers))
+
+
+def make_plan(spec: StudySpec, hp: Hyperparams, seed: int, micro_batch_size: int | None) -> TrainingPlan:
+    """A trial's plan: its steps within the budget, its batch growth (grow_batch) and its splitting."""
+    report_every = spec.report_every()
+    growth = batch_growth(hp.batch_size, spec.budget_examples, report_every, spec.schedule) if hp.schedule == "grow_batch" else ()
+    steps = growth_steps(hp.batch_size, spec.budget_examples, growth)
+    return TrainingPlan(hp.batch_size, steps, hp.effective_lr, hp.momentum, report_every, seed, micro_batch_size, growth)
+
+
 class Classifier(pl.LightningModule):
-    """SGD with momentum on cross-entropy; metrics accumulate on the device between checkpoints."""
+    """SGD with momentum on cross-entropy; metrics accumulate on the device between checkpoints.
+
+    Optimization is manual so that one optimizer step can sum the gradients of several
+    forward/backward passes; `global_step` still counts optimizer steps.
+    """
 
     def __init__(self, model: nn.Module, plan: TrainingPlan, optimizer: OptimizerSpec, schedule: ScheduleSpec) -> None:
         super().__init__()
@@ -81,20 +147,39 @@ class Classifier(pl.LightningModule):
         self.optimizer_spec = optimizer
         self.schedule = schedule
         self.log_book = TrainingLog()
-        self._train_loss_sum = torch.zeros(())
-        self._train_batches = 0
+        self.automatic_optimization = False
+        self._train_loss_sum = torch.zeros(())  # summed over examples
+        self._train_examples = 0
+        self._examples_drawn = 0
+        self._step_size = plan.batch_size
+        self._accumulated = 0  # examples whose gradients await the next optimizer step
         self._val_sums = torch.zeros(3)  # loss sum, correct, count
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.optimizer_spec.label_smoothing)
-        # No .item() here: reading the loss each step would stall a GPU.
-        self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach().float()
-        self._train_batches += 1
-        return loss
+        optimizer = self.optimizers()
+        if self._accumulated == 0:
+            self._step_size = self.plan.batch_size * self.plan.multiplier_at(self._examples_drawn)
+            optimizer.zero_grad(set_to_none=True)
+        micro = self.plan.micro_batch_size or len(labels)
+        loss_sum = self._train_loss_sum.to(images.device)
+        for micro_images, micro_labels in zip(images.split(micro), labels.split(micro)):
+            loss = F.cross_entropy(self.model(micro_images), micro_labels, label_smoothing=self.optimizer_spec.label_smoothing)
+            # Weighting each micro-batch's mean by its share of the step sums to the step's mean gradient.
+            self.manual_backward(loss * (len(micro_labels) / self._step_size))
+            # No .item() here: reading the loss each step would stall a GPU.
+            loss_sum = loss_sum + loss.detach().float() * len(micro_labels)
+        self._train_loss_sum = loss_sum
+        self._train_examples += len(labels)
+        self._examples_drawn += len(labels)
+        self._accumulated += len(labels)
+        if self._accumulated == self._step_size:
+            optimizer.step()
+            self.lr_schedulers().step()  # type: ignore[union-attr]
+            self._accumulated = 0
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(3, device=self.device)
@@ -108,13 +193,13 @@ class Classifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        train_loss = self._train_loss_sum / max(1, self._train_batches)
+        train_loss = self._train_loss_sum / max(1, self._train_examples)
         self.log_dict(
             {"val_loss": sums[0] / sums[2], "val_acc": sums[1] / sums[2], "train_loss": train_loss},
             sync_dist=True,
         )
         self._train_loss_sum = torch.zeros((), device=self.device)
-        self._train_batches = 0
+        self._train_examples = 0
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         momentum = self.plan.momentum
@@ -125,8 +210,11 @@ class Classifier(pl.LightningModule):
             nesterov=self.optimizer_spec.nesterov and momentum > 0,
             weight_decay=self.optimizer_spec.weight_decay,
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, self.plan.steps, self.schedule))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # A growing batch replaces the decay: warm-up over the same examples, then a fixed rate.
+        schedule = self.schedule.model_copy(update={"decay": "constant"}) if self.plan.growth else self.schedule
+        steps = self.plan.examples_after(self.plan.steps) // self.plan.batch_size
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, schedule))
+        return [optimizer], [scheduler]
 
 
 def train(
@@ -161,7 +249,7 @@ def train(
     except (Interrupted, SIGTERMException):
         # (Lightning turns SIGTERM into SystemExit(0), which would leave the trial RUNNING.)
         module.log_book.stop_reason = "interrupted"
-    final_examples = trainer.global_step * plan.batch_size
+    final_examples = plan.examples_after(trainer.global_step)
     if module.log_book.stop_reason is None and final_examples % plan.report_every_examples:
         # The budget is not a multiple of the report interval: measure the final weights too.
         trainer.validate(module, dataloaders=data.val_batches(), verbose=False)

@@ -16,6 +16,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from search import speed
 from search.batches import DeviceData
 from search.data import ImageData, load_dataset, stratified_split
 from search.errors import TrialFailed, exits_on_user_error
@@ -45,8 +46,14 @@ def device_data(spec: StudySpec, images: ImageData, device: torch.device) -> Dev
     return DeviceData(images.train_images, images.train_labels, train_index, val_index, device)
 
 
-def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images: ImageData | None = None, quiet: bool = False) -> int:
-    """Run trials until the study holds `spec.n_trials` finished (complete or pruned) trials, or time is up."""
+def run_worker(
+    spec: StudySpec, storage_url: str, worker_index: int = 0, images: ImageData | None = None, quiet: bool = False, speed_profile: bool = True,
+) -> int:
+    """Run trials until the study holds `spec.n_trials` finished (complete or pruned) trials, or time is up.
+
+    Before the first trial, the device's speed profile is measured and stored on the study if
+    it has none (unless `speed_profile` is off); a time budget needs it.
+    """
     storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds)
     study = optuna.load_study(
         study_name=spec.name, storage=storage, sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec)
@@ -54,9 +61,12 @@ def run_worker(spec: StudySpec, storage_url: str, worker_index: int = 0, images:
     device, device_name = worker_device()
     images = images or load_dataset(spec.dataset)
     gate = TrialGate(storage_url, spec.name, spec.storage_retry_seconds)
+    data = device_data(spec, images, device)
+    profile = speed.ensure_profile(study, spec, data, images.num_classes, device_name, measure_if_missing=speed_profile)
     objective = Objective(
-        spec, device_data(spec, images, device), images.num_classes, device_name,
-        on_checkpoint=None if quiet else functools.partial(checkpoint_line, spec.budget_examples), on_start=gate.release,
+        spec, data, images.num_classes, device_name,
+        on_checkpoint=None if quiet else functools.partial(checkpoint_line, None if spec.budget_seconds else spec.budget_examples), on_start=gate.release,
+        profile=profile,
     )
     finished: list[FrozenTrial] = []
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
@@ -103,7 +113,10 @@ def main() -> int:
     threads = os.environ.get("SEARCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    return run_worker(spec, os.environ[STORAGE_ENV], worker_index=int(sys.argv[1]), quiet="--quiet" in sys.argv)
+    return run_worker(
+        spec, os.environ[STORAGE_ENV], worker_index=int(sys.argv[1]), quiet="--quiet" in sys.argv,
+        speed_profile="--skip-speed-profile" not in sys.argv,
+    )
 
 
 if __name__ == "__main__":

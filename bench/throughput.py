@@ -1,0 +1,286 @@
+"""Trial throughput: the service's Lightning trial against a plain PyTorch loop, side by side.
+
+    python -m bench.throughput [--data PATH] [--repeats N] [--long]
+
+For the models of `cifar_bs` and `smoke` and batch sizes 32, 128 and 512, each repeat runs
+the service's `train()` (Lightning module, the reporter callback talking to a real Optuna
+trial, the on-device data path) and a minimal hand-written loop over the same model, data,
+augmentation, optimizer and schedule, in alternating order. Steady-state examples/s is timed
+after warm-up steps; the median of the per-repeat ratios is reported, because single runs
+on a shared machine vary by several percent.
+
+It also measures training FLOPs per example (PyTorch's FlopCounterMode, forward + backward),
+the machine's fp32 matrix-multiply peak in the same run, and the share of a real trial's
+wall time spent outside training and validation steps (set-up, reporting, storage, fetching
+batches), projected to the study's default budget (`--long` runs that budget for real).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import optuna
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.report import Table, machine, write_result
+from models import build_model
+from search.batches import DeviceData
+from search.data import load_dataset
+from search.objective import Objective
+from search.pruners import build_pruner
+from search.reporting import ExamplesSeenReporter
+from search.space import build_sampler
+from search.spec import StudySpec, load_spec
+from search.storage import create_or_resume, open_storage
+from search.training import TrainingPlan, lr_factor, train
+from search.worker import device_data
+
+STUDIES = ("cifar_bs", "smoke")
+BATCH_SIZES = (32, 128, 512)
+WARMUP_STEPS = 3
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+class StepTimer(pl.Callback):
+    """Seconds inside training steps, between them (fetching the next batch) and in validation."""
+
+    def __init__(self, warmup_steps: int = 0) -> None:
+        self.warmup_steps = warmup_steps
+        self.in_steps = self.between_steps = self.validation = 0.0
+        self.window_start = self.window_end = 0.0
+        self._step_start = self._validation_start = 0.0
+        self._last_end: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self.between_steps += now - self._last_end
+        self._step_start = now
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        now = time.perf_counter()
+        self.in_steps += now - self._step_start
+        self._last_end = now
+        if trainer.global_step == self.warmup_steps:
+            self.window_start = now
+        self.window_end = now
+
+    def on_validation_start(self, trainer: pl.Trainer, *args: object) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self.between_steps += now - self._last_end
+        self._last_end = None
+        self._validation_start = now
+
+    def on_validation_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self._last_end = time.perf_counter()
+        self.validation += self._last_end - self._validation_start
+
+
+@dataclass
+class Problem:
+    """One study's model and on-device data, as a worker holds them."""
+
+    spec: StudySpec
+    data: DeviceData
+    num_classes: int
+    source: str
+
+    def model(self, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        channels = self.data.train_images.shape[1]
+        return build_model(self.spec.model.name, self.num_classes, channels, **self.spec.model.args)
+
+    def plan(self, batch_size: int, steps: int) -> TrainingPlan:
+        return TrainingPlan(batch_size, steps, effective_lr=0.02, momentum=0.9, report_every_examples=steps * batch_size, seed=0)
+
+
+def load_problem(study: str, data_path: Path | None) -> Problem:
+    overrides = {}
+    if study == "cifar_bs":
+        path = data_path or SHARED_CIFAR
+        if not path.exists():
+            raise SystemExit(f"CIFAR-10 not found at {path}; pass --data PATH (see README, 'Data').")
+        overrides["dataset.path"] = str(path)
+    spec = load_spec(study, overrides)
+    images = load_dataset(spec.dataset)
+    return Problem(spec, device_data(spec, images, torch.device("cpu")), images.num_classes, images.source)
+
+
+def lightning_examples_per_second(problem: Problem, batch_size: int, steps: int) -> float:
+    plan = problem.plan(batch_size, steps)
+    trial = optuna.create_study().ask()  # in memory: this part times the training loop, not storage
+    timer = StepTimer(WARMUP_STEPS)
+    train(problem.model(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
+    return (steps - WARMUP_STEPS) * batch_size / (timer.window_end - timer.window_start)
+
+
+def plain_examples_per_second(problem: Problem, batch_size: int, steps: int) -> float:
+    """The loop a user would write by hand: same model, batches, augmentation, SGD and schedule."""
+    spec, plan = problem.spec, problem.plan(batch_size, steps)
+    model = problem.model(0).train()
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=plan.effective_lr, momentum=plan.momentum, nesterov=spec.optimizer.nesterov, weight_decay=spec.optimizer.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, spec.schedule))
+    batches = iter(problem.data.train_batches(batch_size, plan.seed))
+    started = 0.0
+    for step in range(steps):
+        if step == WARMUP_STEPS:
+            started = time.perf_counter()
+        images, labels = next(batches)
+        loss = F.cross_entropy(model(images), labels, label_smoothing=spec.optimizer.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return (steps - WARMUP_STEPS) * batch_size / (time.perf_counter() - started)
+
+
+def training_flops_per_example(problem: Problem, batch_size: int = 32) -> float:
+    model = problem.model(0).train()
+    images, labels = next(iter(problem.data.train_batches(batch_size, 0)))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(images), labels).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def matmul_peak_flops(size: int = 1024, repeats: int = 20) -> float:
+    """fp32 matrix-multiply FLOP/s of this machine, best of several timings."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def steps_for(examples_per_second_guess: float, batch_size: int, seconds: float) -> int:
+    return WARMUP_STEPS + max(4, round(seconds * examples_per_second_guess / batch_size))
+
+
+@dataclass
+class Overhead:
+    budget_examples: int
+    batch_size: int
+    wall: float
+    in_steps: float
+    between_steps: float
+    validation: float
+    validations: int
+
+    @property
+    def fixed(self) -> float:
+        """Per-trial cost outside the training loop: sampling, model and Trainer set-up, storage writes."""
+        return self.wall - self.in_steps - self.between_steps - self.validation
+
+    @property
+    def outside_fraction(self) -> float:
+        return (self.fixed + self.between_steps) / self.wall
+
+    def projected(self, budget_examples: int, validations: int) -> float:
+        """The outside share at another budget: fixed costs stay, per-step and per-validation costs scale."""
+        scale = budget_examples / self.budget_examples
+        outside = self.fixed + self.between_steps * scale
+        inside = self.in_steps * scale + self.validation / self.validations * validations
+        return outside / (outside + inside)
+
+
+def measure_overhead(problem: Problem, batch_size: int, budget_examples: int) -> Overhead:
+    """One real trial through the service's Objective on a real SQLite study, timed from outside."""
+    spec = problem.spec.model_copy(update={"budget_examples": budget_examples, "name": "overhead"})
+    with tempfile.TemporaryDirectory() as folder:
+        storage = open_storage(f"sqlite:///{folder}/overhead.sqlite3", spec.heartbeat_seconds, spec.storage_retry_seconds)
+        study = create_or_resume(storage, spec, build_sampler(spec), build_pruner(spec))
+        study.enqueue_trial({"batch_size": batch_size, "lr": spec.search_space.lr.low, "momentum": spec.search_space.momentum.low})
+        timer = StepTimer()
+        objective = Objective(spec, problem.data, problem.num_classes, "cpu", callbacks=[timer])
+        started = time.perf_counter()
+        study.optimize(objective, n_trials=1)
+        wall = time.perf_counter() - started
+        validations = len(study.trials[0].intermediate_values) + (budget_examples // batch_size * batch_size % spec.report_every() != 0)
+    return Overhead(budget_examples, batch_size, wall, timer.in_steps, timer.between_steps, timer.validation, validations)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help=f"CIFAR-10 for cifar_bs (default {SHARED_CIFAR})")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per (model, batch size)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per run")
+    parser.add_argument("--long", action="store_true", help="more repeats, and a real trial at cifar_bs's default budget")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/throughput.md"))
+    args = parser.parse_args(argv)
+    repeats, seconds = (args.repeats * 2, args.seconds * 2) if args.long else (args.repeats, args.seconds)
+    peak = matmul_peak_flops()
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    rows, ratios_at = [], {}
+    for study in STUDIES:
+        problem = load_problem(study, args.data)
+        flops = training_flops_per_example(problem)
+        for batch_size in BATCH_SIZES:
+            guess = plain_examples_per_second(problem, batch_size, WARMUP_STEPS + 4)
+            steps = steps_for(guess, batch_size, seconds)
+            lightning, plain, ratios = [], [], []
+            for repeat in range(repeats):
+                # Alternate which loop goes first, so drift in machine load hits both alike.
+                first, second = (lightning_examples_per_second, plain_examples_per_second)[:: 1 if repeat % 2 == 0 else -1]
+                a, b = first(problem, batch_size, steps), second(problem, batch_size, steps)
+                ours, theirs = (a, b) if first is lightning_examples_per_second else (b, a)
+                lightning.append(ours)
+                plain.append(theirs)
+                ratios.append(ours / theirs)
+            ratio = statistics.median(ratios)
+            ratios_at[(study, batch_size)] = ratio
+            ex_s = statistics.median(lightning)
+            rows.append([
+                f"{study} ({problem.spec.model.name})", str(batch_size), f"{ex_s:,.0f}", f"{statistics.median(plain):,.0f}",
+                f"{ratio:.3f}", f"{min(ratios):.2f}–{max(ratios):.2f}", f"{flops / 1e6:,.1f}", f"{ex_s * flops / peak:.1%}",
+            ])
+            print(" | ".join(rows[-1]), flush=True)
+
+    cifar = load_problem("cifar_bs", args.data)
+    default_budget = cifar.spec.budget_examples
+    overhead_budget = default_budget if args.long else max(cifar.spec.report_every(), default_budget // 16)
+    overhead = measure_overhead(cifar, 512, overhead_budget)
+    validations_at_default = -(-default_budget // 512 * 512 // cifar.spec.report_every())
+    projected = overhead.projected(default_budget, validations_at_default)
+    print(f"overhead: {overhead}", flush=True)
+
+    table = Table(["study (model)", "B", "service ex/s", "plain ex/s", "ratio (median)", "ratio range", "MFLOP/example", "of fp32 peak"], rows)
+    targets = [
+        ("ratio >= 0.95 at B >= 128", min(r for (s, b), r in ratios_at.items() if b >= 128) >= 0.95),
+        ("ratio >= 0.85 at B = 32", min(r for (s, b), r in ratios_at.items() if b == 32) >= 0.85),
+        ("outside steps < 3% of a default-budget trial", projected < 0.03),
+    ]
+    body = [
+        f"fp32 matrix-multiply peak measured in this run: **{peak / 1e9:.1f} GFLOP/s** (1024x1024 torch.mm, best of 20).",
+        f"{repeats} interleaved repeats per row, {seconds:g} s timed per run after {WARMUP_STEPS} warm-up steps; "
+        "FLOPs are forward + backward per training example (FlopCounterMode).",
+        "",
+        table.markdown(),
+        "",
+        f"**Time outside training and validation steps** (a real `cifar_bs` trial through `Objective` on SQLite, B=512, "
+        f"{overhead.budget_examples:,} examples): wall {overhead.wall:.1f} s = steps {overhead.in_steps:.1f} s + "
+        f"validation {overhead.validation:.1f} s ({overhead.validations}x) + fetching batches {overhead.between_steps:.2f} s + "
+        f"fixed per-trial cost {overhead.fixed:.2f} s (sampling, model and Trainer set-up, storage). Outside share: "
+        f"{overhead.outside_fraction:.2%} of this trial; "
+        + (f"at the default budget ({default_budget:,} examples) measured directly." if args.long else
+           f"projected to the default budget ({default_budget:,} examples, {validations_at_default} validations): **{projected:.2%}**."),
+        "",
+        "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets) + ".",
+    ]
+    write_result(args.out, "Trial throughput (`python -m bench.throughput`)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
