@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.report import Table, write_result
+from bench.report import Table, targets_line, write_result
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Largest decoding worker during the cold decode: {median('cold', 'worker_peak') / 1e6:,.0f} MB resident (forked, "
         "so most of it is pages shared with the parent).",
         "",
-        "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets) + ".",
+        targets_line(targets),
     ]
     write_result(args.out, "Data path (`python -m bench.data`)", body)
     return 0

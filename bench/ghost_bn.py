@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     body = [
         f"cifar_bs model (airbench {problem.spec.model.args}), {budget:,} training examples per run, seeds {list(seeds)} "
         f"(the same seed, hence the same initial weights and batches, under both settings), validation on 5,000 held-out images. "
-        f"Ghost batch size {ghost}: the speed profile's fastest micro-batch for B = {max(BATCH_SIZES):,}"
-        f"{' (given with --ghost)' if args.ghost else ''}.",
+        f"Ghost batch size {ghost}: "
+        + ("given with --ghost." if args.ghost else f"the speed profile's fastest micro-batch for B = {max(BATCH_SIZES):,}."),
         "",
         table.markdown(),
         "",

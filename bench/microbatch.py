@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -36,13 +37,31 @@ TARGET = 0.9
 
 def examples_per_second(problem: Problem, batch_size: int, micro_batch_size: int | None, rate_guess: float, seconds: float) -> float:
     """One run of `train()`: warm-up steps (about half the timed examples), then the timed window."""
-    timed = max(2, round(seconds * rate_guess / batch_size))
+    timed = max(1, round(seconds * rate_guess / batch_size))
     warmup = max(1, math.ceil(timed / 2))
     plan = TrainingPlan(batch_size, warmup + timed, 0.02, 0.9, report_every_examples=(warmup + timed) * batch_size, seed=0, micro_batch_size=micro_batch_size)
     timer = StepTimer(warmup)
     trial = optuna.create_study().ask()  # in memory: this times the training step, not storage
     train(problem.model(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
     return timed * batch_size / (timer.window_end - timer.window_start)
+
+
+def _write(out: Path, rows: list[list[str]], verdicts: list[bool], repeats: int, seconds: float) -> None:
+    table = Table(
+        ["study (model)", "B", "micro m", "plain ex/s", "micro-batched ex/s", "best micro alone ex/s", "micro-batched / plain", "micro-batched / best micro (range)", f">= {TARGET}x"],
+        rows,
+    )
+    body = [
+        f"{repeats} interleaved repeats of about {seconds:g} s each per variant; ex/s are medians, ratios the medians of the per-repeat ratios. "
+        "m is the speed profile's fastest micro-batch (measured in this run) among the sizes dividing B; for cifar_bs the "
+        "micro-batched step normalizes over m examples (ghost batch norm), the plain step over B.",
+        "",
+        table.markdown(),
+        "",
+        f"Target (micro-batched >= {TARGET}x the best micro-batch alone) met in {sum(verdicts)} of {len(verdicts)} cases.",
+        f"Load average (1 min) when written: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share the machine).",
+    ]
+    write_result(out, "Large batches at the fastest micro-batch's speed (`python -m bench.microbatch`)", body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,20 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 + [f"{vs_plain:.2f}x", f"{vs_best:.2f}x ({min(m / b for m, b in zip(rates['micro-batched'], rates['best micro alone'])):.2f}–"
                    f"{max(m / b for m, b in zip(rates['micro-batched'], rates['best micro alone'])):.2f})", "yes" if vs_best >= TARGET else "no"]
             )
-    table = Table(
-        ["study (model)", "B", "micro m", "plain ex/s", "micro-batched ex/s", "best micro alone ex/s", "micro-batched / plain", "micro-batched / best micro (range)", f">= {TARGET}x"],
-        rows,
-    )
-    body = [
-        f"{repeats} interleaved repeats of about {seconds:g} s each per variant; ex/s are medians, ratios the medians of the per-repeat ratios. "
-        "m is the speed profile's fastest micro-batch (measured in this run) among the sizes dividing B; for cifar_bs the "
-        "micro-batched step normalizes over m examples (ghost batch norm), the plain step over B.",
-        "",
-        table.markdown(),
-        "",
-        f"Target (micro-batched >= {TARGET}x the best micro-batch alone) met in {sum(verdicts)} of {len(verdicts)} cases.",
-    ]
-    write_result(args.out, "Large batches at the fastest micro-batch's speed (`python -m bench.microbatch`)", body)
+            # Written after every row: on a busy machine a partial table is better than none.
+            _write(args.out, rows, verdicts, repeats, seconds)
     return 0
 
 

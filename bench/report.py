@@ -33,6 +33,10 @@ class Table:
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in self.rows])
 
 
+def targets_line(targets: list[tuple[str, bool]]) -> str:
+    return "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets) + "."
+
+
 def write_result(path: Path, title: str, body: list[str]) -> None:
     """Print the block and save it, ready to paste into BENCHMARKS.md."""
     command = " ".join(["python -m", _module(), *sys.argv[1:]])

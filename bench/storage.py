@@ -19,6 +19,8 @@ PostgreSQL database `bench_storage` is created for the run and dropped after it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import multiprocessing
 import os
@@ -94,6 +96,7 @@ class WorkerResult:
     hold_seconds: float = 0.0  # holding it: the trial start that it serializes across workers
     cpu_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    retries: int = 0  # storage calls retried after a lost or refused connection (they then went through)
 
 
 class StorageClock:
@@ -207,6 +210,13 @@ def _start_together(signals: Path, workers: int, window: float) -> tuple[float, 
 
 def run_worker(task: WorkerTask) -> WorkerResult:
     """One worker process: the per-trial storage calls of `search.worker.run_worker`, for the window."""
+    with contextlib.redirect_stderr(io.StringIO()) as messages:  # the retry wrapper reports there
+        result = _run_trials(task)
+    result.retries = messages.getvalue().count("connection lost")
+    return result
+
+
+def _run_trials(task: WorkerTask) -> WorkerResult:
     spec = study_spec()
     result = WorkerResult()
     storage = _open(task.config.kind, task.location, spec.heartbeat_seconds)
@@ -280,18 +290,18 @@ def _grpc_proxy(url: str) -> Iterator[int]:
 
 
 @contextmanager
-def _bench_database(url: str) -> Iterator[str]:
-    """A database of our own for the run, dropped afterwards (whatever the run left in it)."""
+def _bench_database(url: str) -> Iterator[sqlalchemy.Connection]:
+    """A database of our own for the run, dropped afterwards; yields a connection to watch it with."""
     name = make_url(url).database
-    admin = sqlalchemy.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
-    with admin.connect() as connection:
+    admin = sqlalchemy.create_engine(make_url(url).set(database="postgres"), poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        _close(open_storage(url))  # creates Optuna's tables once, before any worker starts
-        yield url
-    finally:
-        with admin.connect() as connection:
+        try:
+            _close(open_storage(url))  # creates Optuna's tables once, before any worker starts
+            with admin.connect() as monitor:
+                yield monitor
+        finally:
             connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
@@ -336,6 +346,7 @@ class Measurement:
     gate_ms_per_trial: float
     hold_ms_per_trial: float
     errors: list[str]
+    retries: int
     worker_cores: float
     postgres_cores: float
     proxy_cores: float
@@ -343,29 +354,32 @@ class Measurement:
     connections: float
     active: float
     connects: float
+    server_connections: int
 
 
-def _activity(url: str, until: float) -> tuple[float, float, float]:
-    """Connections and active backends of the bench database (mean of a sample a second), new connections/s."""
-    engine = sqlalchemy.create_engine(make_url(url).set(database="postgres"), poolclass=sqlalchemy.pool.NullPool)
+def _activity(monitor: sqlalchemy.Connection, database: str, until: float) -> tuple[float, float, float, int]:
+    """Connections and active backends of the bench database (mean of a sample a second), new connections/s,
+    and the most connections the whole server had (other clients included)."""
     query = sqlalchemy.text(
-        "SELECT count(*), count(*) FILTER (WHERE state = 'active'), (SELECT sessions FROM pg_stat_database WHERE datname = :db) "
-        "FROM pg_stat_activity WHERE datname = :db"
+        "SELECT count(*) FILTER (WHERE datname = :db), count(*) FILTER (WHERE datname = :db AND state = 'active'), "
+        "(SELECT sessions FROM pg_stat_database WHERE datname = :db), count(*) FILTER (WHERE backend_type = 'client backend') "
+        "FROM pg_stat_activity"
     )
     samples = []
-    with engine.connect() as connection:
-        while time.time() < until - 0.5 or len(samples) < 2:
-            samples.append(tuple(connection.execute(query, {"db": make_url(url).database}).one()))
-            connection.commit()  # a new snapshot of the statistics for the next sample
-            time.sleep(1.0)
+    while time.time() < until - 0.5 or len(samples) < 2:
+        samples.append(tuple(monitor.execute(query, {"db": database}).one()))
+        monitor.commit()  # a new snapshot of the statistics for the next sample
+        time.sleep(1.0)
     mean = [statistics.mean(s[i] for s in samples[:-1]) for i in (0, 1)]
-    return mean[0], mean[1], (samples[-1][2] - samples[0][2]) / (len(samples) - 1)
+    return mean[0], mean[1], (samples[-1][2] - samples[0][2]) / (len(samples) - 1), max(s[3] for s in samples)
 
 
 @dataclass(frozen=True)
 class Locations:
     postgresql: str
     folder: Path  # SQLite and journal files, one per study
+    # Opened before any worker: 32 workers' connections plus other clients can fill the server.
+    monitor: sqlalchemy.Connection | None = None
 
     def of(self, kind: str, study_name: str) -> str:
         return {
@@ -399,7 +413,8 @@ def _measure(config: Config, pool: ProcessPoolExecutor, where: Locations, name: 
     start, end = _start_together(signals, config.workers, window)
     time.sleep(max(0.0, start - time.time()))
     postgres_cpu, proxy_cpu, (busy, total) = _cpu_seconds(), _cpu_seconds(proxy), _machine_busy()
-    connections, active, connects = _activity(where.postgresql, end) if on_postgres else (0.0, 0.0, 0.0)
+    activity = _activity(where.monitor, make_url(where.postgresql).database or "", end) if on_postgres and where.monitor else None
+    connections, active, connects, server_connections = activity or (0.0, 0.0, 0.0, 0)
     time.sleep(max(0.0, end - time.time()))
     postgres_cpu, proxy_cpu = _cpu_seconds() - postgres_cpu, _cpu_seconds(proxy) - proxy_cpu
     busy_end, total_end = _machine_busy()
@@ -417,6 +432,7 @@ def _measure(config: Config, pool: ProcessPoolExecutor, where: Locations, name: 
         gate_ms_per_trial=1000 * sum(r.gate_seconds for r in results) / max(trials, 1),
         hold_ms_per_trial=1000 * sum(r.hold_seconds for r in results) / max(trials, 1),
         errors=[e for r in results for e in r.errors],
+        retries=sum(r.retries for r in results),
         worker_cores=sum(r.cpu_seconds / r.loop_seconds for r in results if r.trials),
         postgres_cores=postgres_cpu / window,
         proxy_cores=proxy_cpu / window,
@@ -424,6 +440,7 @@ def _measure(config: Config, pool: ProcessPoolExecutor, where: Locations, name: 
         connections=connections,
         active=active,
         connects=connects,
+        server_connections=server_connections,
     )
 
 
@@ -457,7 +474,7 @@ LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite", "journal": "journal fi
 def _table(rows: dict[Config, Row]) -> list[str]:
     lines = [
         "| storage | workers | sleep/report | trials/s | ×1 worker | pruned | report ms p50 / p95 | should_prune ms p50 / p95 "
-        "| storage ms/trial (gate wait) | errors | worker CPU (cores) | postgres CPU (cores) | proxy CPU | machine busy | PG conns / active / new per s |",
+        "| storage ms/trial (gate wait) | errors (retries) | worker CPU (cores) | postgres CPU (cores) | proxy CPU | machine busy | PG conns / active / new per s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for config, row in rows.items():
@@ -470,7 +487,7 @@ def _table(rows: dict[Config, Row]) -> list[str]:
             f"| {sum(m.pruned for m in row.runs) / max(trials, 1):.0%} "
             f"| {statistics.median(report) if report else math.nan:.1f} / {_percentile(report, 0.95):.1f} "
             f"| {statistics.median(prune) if prune else math.nan:.1f} / {_percentile(prune, 0.95):.1f} "
-            f"| {row.median('storage_ms_per_trial'):.0f} ({row.median('gate_ms_per_trial'):.0f}) | {len(row.errors)} | {row.median('worker_cores'):.2f} "
+            f"| {row.median('storage_ms_per_trial'):.0f} ({row.median('gate_ms_per_trial'):.0f}) | {len(row.errors)} ({sum(m.retries for m in row.runs)}) | {row.median('worker_cores'):.2f} "
             f"| {row.median('postgres_cores'):.2f} | {row.median('proxy_cores'):.2f} | {row.median('machine_busy'):.0%} "
             f"| {row.median('connections'):.0f} / {row.median('active'):.1f} / {row.median('connects'):.0f} |"
         )
@@ -525,6 +542,27 @@ def _reading(rows: dict[Config, Row], trial_seconds: float) -> list[str]:
             f"bound: measured under far more contention), a cifar_bs trial would spend about {(rest + wait) / trial_seconds:.2%} "
             f"of its time in storage (estimate; target < 1%: {'met' if (rest + wait) / trial_seconds < 0.01 else '**not met**'})."
         )
+    if Config("postgresql", big, 0.0) in rows:
+        row = rows[Config("postgresql", big, 0.0)]
+        database_bound = row.median("active") >= 1 or row.median("postgres_cores") > row.median("worker_cores")
+        out += [
+            "",
+            "### What saturates",
+            "",
+            f"* {'The database' if database_bound else 'Not the database'}: at {big} zero-cost workers PostgreSQL used {row.median('postgres_cores'):.2f} cores and "
+            f"{row.median('active'):.1f} of its {row.median('connections'):.0f} connections were running a query at a time, "
+            f"while the machine was {row.median('machine_busy'):.0%} busy (other jobs included) and the {big} workers got "
+            f"{row.median('worker_cores'):.2f} cores between them{'.' if database_bound else ': the clients are short of CPU.'}",
+            f"* The trial gate: {row.median('gate_ms_per_trial'):,.0f} of the {row.median('storage_ms_per_trial'):,.0f} ms of storage "
+            f"time per trial is waiting for it. It serializes trial starts (held {row.median('hold_ms_per_trial'):.0f} ms each, "
+            f"so at most about {1000 / row.median('hold_ms_per_trial'):.1f} starts/s), and every poll of a waiting worker is a new "
+            f"connection ({row.median('connects'):.0f} per second). PostgreSQL's trials/s therefore levels off near that bound "
+            "however many workers run, until trials are long enough that starts rarely collide (see the estimate above).",
+            f"* Retries: {sum(m.retries for r in rows.values() for m in r.runs)} storage calls in all found their connection lost "
+            f"or refused and went through on a retry (errors counts the trials that failed anyway); at {big} workers the server "
+            f"had up to {max(m.server_connections for m in row.runs)} client connections, other clients included, of its "
+            "`max_connections = 100`.",
+        ]
     journal_1, sqlite_1, pg_1 = (get(k, 1, 0.0, "trials_per_second") for k in ("journal", "sqlite", "postgresql"))
     grpc_big, pg_big = get("grpc", big, 0.0, "trials_per_second"), get("postgresql", big, 0.0, "trials_per_second")
     out += [
@@ -539,13 +577,13 @@ def _reading(rows: dict[Config, Row], trial_seconds: float) -> list[str]:
         f"* **2 to 32 workers, one or many machines: PostgreSQL.** {pg_1:.1f} trials/s with 1 worker, "
         f"{get('postgresql', big, 0.0, 'connections'):.0f} connections at {big} workers (up to 3 each: 2 pooled and the gate's, "
         f"so about 30 workers per server at the default `max_connections = 100`, fewer if other clients share it).",
-        f"* **gRPC proxy in front of PostgreSQL** at {big} workers: {grpc_big:.1f} trials/s against {pg_big:.1f} directly (zero-cost "
+        f"* **gRPC proxy in front of PostgreSQL** (the trial gate still on PostgreSQL directly) at {big} workers: {grpc_big:.1f} trials/s against {pg_big:.1f} directly (zero-cost "
         f"trials), {get('grpc', big, 0.0, 'connections'):.0f} connections against {get('postgresql', big, 0.0, 'connections'):.0f}: "
         + ("it helps here; " if grpc_big > 1.1 * pg_big else "no faster here; ")
         + "worth it for its connection count beyond about 30 workers per server, but `search.run` does not support it and "
         "it has no heartbeats (a lost worker's trial would stay RUNNING).",
         f"* **Journal file**: {journal_1:.1f} trials/s with 1 worker and {get('journal', big, 0.0, 'trials_per_second'):.1f} with {big}, "
-        f"the fastest on one machine, but one machine only (a shared file system's locks are not reliable) and without "
+        f"{'the fastest' if journal_1 >= max(sqlite_1, pg_1) else 'not the fastest'} on one machine, but one machine only (a shared file system's locks are not reliable) and without "
         f"heartbeats; `search.run` does not support it.",
     ]
     return out
@@ -579,7 +617,7 @@ def write_results(rows: dict[Config, Row], args: argparse.Namespace, started: da
           if any(r.errors for r in rows.values()) else []),
         "",
     ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     return text
 
@@ -627,11 +665,11 @@ def main(argv: list[str] | None = None) -> None:
     configs += [Config(kind, n, args.sleep) for n in args.workers for kind in kinds(n) if kind in ("postgresql", "grpc")]
     if args.slow_sleep and "postgresql" in args.storages:
         configs.append(Config("postgresql", max(args.workers), args.slow_sleep))
-    with tempfile.TemporaryDirectory(prefix="bench-storage-") as folder, _bench_database(args.postgres_url) as url, \
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as folder, _bench_database(args.postgres_url) as monitor, \
             ProcessPoolExecutor(most, mp_context=context) as pool:
         print(f"starting {most} worker processes", flush=True)
         _warm_up(pool, most)
-        where = Locations(url, Path(folder))
+        where = Locations(args.postgres_url, Path(folder), monitor)
         rows: dict[Config, Row] = {c: Row([]) for c in configs}
         for repeat in range(args.repeats):
             for config in configs:
@@ -642,7 +680,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"sleep {config.sleep:g} s: {m.trials_per_second:6.1f} trials/s  report p50 "
                     f"{statistics.median(m.report_ms) if m.report_ms else math.nan:6.1f} ms  should_prune p50 "
                     f"{statistics.median(m.should_prune_ms) if m.should_prune_ms else math.nan:6.1f} ms  "
-                    f"{m.storage_ms_per_trial:5.0f} ms storage/trial  errors {len(m.errors)}  "
+                    f"{m.storage_ms_per_trial:5.0f} ms storage/trial  errors {len(m.errors)} retries {m.retries}  "
                     f"CPU workers {m.worker_cores:.2f} postgres {m.postgres_cores:.2f}",
                     flush=True,
                 )

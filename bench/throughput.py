@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.report import Table, machine, write_result
+from bench.report import Table, targets_line, write_result
 from models import build_model
 from search.batches import DeviceData
 from search.data import load_dataset
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f"at the default budget ({default_budget:,} examples) measured directly." if args.long else
            f"projected to the default budget ({default_budget:,} examples, {validations_at_default} validations): **{projected:.2%}**."),
         "",
-        "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets) + ".",
+        targets_line(targets),
     ]
     write_result(args.out, "Trial throughput (`python -m bench.throughput`)", body)
     return 0

@@ -479,7 +479,11 @@ def two_speeds_sentence(speeds: DeviceSpeeds) -> str:
         )
     losses = speeds.loss_at_common_examples
     if len(losses) < 2:
-        examples_part = "with one batch size measured, none can be called best at a fixed number of examples"
+        examples_part = (
+            f"{'only batch size ' + format(next(iter(losses)), ',') if losses else 'no batch size'} had been validated by "
+            f"{speeds.common_examples:,.0f} examples (the most every batch size here reached), so none can be called "
+            f"best at a fixed number of examples"
+        )
     else:
         best = min(losses, key=losses.__getitem__)
         examples_part = (
@@ -558,11 +562,17 @@ def diagnostics_summary(trials: list[FrozenTrial], results: list[BatchSizeResult
                 f"{'' if agree else (', larger' if knee > critical else ', smaller')}."
             )
         lines.append(words)
+    # A trial that barely learned sits on a flat plateau: its sharpness says nothing about minima.
+    losses = [t.value for t in trials if _is_done(t)]
+    good = [t for t in trials if _is_done(t) and t.value <= min(losses) + abs(min(losses)) * FIT_WITHIN]  # type: ignore[operator]
     for key, what in (("sharpness", "Sharpness (the top Hessian eigenvalue of the training loss)"), ("generalization_gap", "The generalization gap (validation minus training-subset loss)")):
-        medians = median_by_size(diagnosed(trials, key))
+        medians = median_by_size(diagnosed(good, key))
         if len(medians) >= 2:
             (small, first), (large, last) = next(iter(medians.items())), list(medians.items())[-1]
-            lines.append(f"{what} is {first:.3g} at batch size {small:,} and {last:.3g} at {large:,} (median of completed trials).")
+            lines.append(
+                f"{what} is {first:.3g} at batch size {small:,} and {last:.3g} at {large:,} (median of the completed trials "
+                f"within {FIT_WITHIN:.0%} of the best loss)."
+            )
     return lines
 
 

@@ -345,7 +345,7 @@ def figure_sharpness_and_gap(trials: list[FrozenTrial], results: list[BatchSizeR
         points = analysis.diagnosed(trials, key)
         axis.scatter([b for b, _ in points], [v for _, v in points], s=16, color=_GREY, zorder=2, label="every completed trial")
         medians = analysis.median_by_size(points)
-        axis.plot(list(medians), list(medians.values()), "o-", color=color, zorder=3, label="median per batch size")
+        _plot_measured(axis, results, [medians.get(r.batch_size) for r in results], color, "median per batch size")
         if not points:
             axis.text(0.5, 0.5, "not measured (diagnostics off, or no completed trial)", transform=axis.transAxes, ha="center", fontsize=9)
         axis.set_ylabel(ylabel)

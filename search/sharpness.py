@@ -95,7 +95,6 @@ def sharpness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, iter
     return top_hessian_eigenvalue(F.cross_entropy(model(images), labels), params, iterations, seed, time_limit)
 
 
-
 def diagnose(model: nn.Module, data: DeviceData, val_loss: float, spec: DiagnosticsSpec, train_seconds: float) -> dict[str, Any]:
     """The trial attributes: sharpness, training-subset loss, generalization gap, their cost.
 
