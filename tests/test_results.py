@@ -294,7 +294,7 @@ def test_report_renders_in_headless_chromium(study: Study, tmp_path: Path) -> No
         "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
     ]
     page = (tmp_path / "report.html").as_uri()
-    subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1280,4200", page], check=True, capture_output=True, timeout=120)
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1280,8000", page], check=True, capture_output=True, timeout=120)
     pixels = torch.from_numpy(__import__("numpy").asarray(Image.open(shot).convert("RGB")).copy()).int()
     coloured = int(((pixels.max(2).values - pixels.min(2).values) > 60).sum())
     # The figures' coloured lines and markers; a page whose images failed to load has about 2,000.

@@ -66,7 +66,8 @@ def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Pat
     assert memory == sorted(memory) and memory[-1] > 2 * memory[0]  # activations grow with the batch
     assert "reached the study's largest batch size (64)" in profile.stopped
     table = speed.format_table(profile)
-    assert table.count("\n") == len(profile.sizes) + 3 and "<- fastest" in table
+    rows = table.splitlines()[2 : 2 + len(profile.sizes)]
+    assert [row.split()[0] for row in rows] == ["8", "16", "32", "64"] and "<- fastest" in table
 
 
 def test_speed_cli_prints_the_table_and_stores_the_profile(study_file: Callable[..., Path], tmp_path: Path) -> None:
