@@ -176,11 +176,12 @@ class Overhead:
     between_steps: float
     validation: float
     validations: int
+    diagnostics: float  # sharpness and gap after training: measurements the user asked for, not overhead
 
     @property
     def fixed(self) -> float:
         """Per-trial cost outside the training loop: sampling, model and Trainer set-up, storage writes."""
-        return self.wall - self.in_steps - self.between_steps - self.validation
+        return self.wall - self.in_steps - self.between_steps - self.validation - self.diagnostics
 
     @property
     def outside_fraction(self) -> float:
@@ -190,7 +191,7 @@ class Overhead:
         """The outside share at another budget: fixed costs stay, per-step and per-validation costs scale."""
         scale = budget_examples / self.budget_examples
         outside = self.fixed + self.between_steps * scale
-        inside = self.in_steps * scale + self.validation / self.validations * validations
+        inside = self.in_steps * scale + self.validation / self.validations * validations + self.diagnostics
         return outside / (outside + inside)
 
 
@@ -206,8 +207,12 @@ def measure_overhead(problem: Problem, batch_size: int, budget_examples: int) ->
         started = time.perf_counter()
         study.optimize(objective, n_trials=1)
         wall = time.perf_counter() - started
-        validations = len(study.trials[0].intermediate_values) + (budget_examples // batch_size * batch_size % spec.report_every() != 0)
-    return Overhead(budget_examples, batch_size, wall, timer.in_steps, timer.between_steps, timer.validation, validations)
+        trial = study.trials[0]
+        validations = len(trial.intermediate_values) + (budget_examples // batch_size * batch_size % spec.report_every() != 0)
+    return Overhead(
+        budget_examples, batch_size, wall, timer.in_steps, timer.between_steps, timer.validation, validations,
+        trial.user_attrs.get("diagnostics_seconds", 0.0),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"**Time outside training and validation steps** (a real `cifar_bs` trial through `Objective` on SQLite, B=512, "
         f"{overhead.budget_examples:,} examples): wall {overhead.wall:.1f} s = steps {overhead.in_steps:.1f} s + "
-        f"validation {overhead.validation:.1f} s ({overhead.validations}x) + fetching batches {overhead.between_steps:.2f} s + "
-        f"fixed per-trial cost {overhead.fixed:.2f} s (sampling, model and Trainer set-up, storage). Outside share: "
+        f"validation {overhead.validation:.1f} s ({overhead.validations}x) + sharpness and gap {overhead.diagnostics:.1f} s + "
+        f"fetching batches {overhead.between_steps:.2f} s + fixed per-trial cost {overhead.fixed:.2f} s (sampling, model and "
+        "Trainer set-up, storage). Outside share (fetching batches and the fixed cost): "
         f"{overhead.outside_fraction:.2%} of this trial; "
         + (f"at the default budget ({default_budget:,} examples) measured directly." if args.long else
            f"projected to the default budget ({default_budget:,} examples, {validations_at_default} validations): **{projected:.2%}**."),
