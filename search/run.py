@@ -7,7 +7,6 @@ workers (one per GPU, or the CPU) share it until the study-wide number of trials
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess

@@ -3,7 +3,6 @@ and the storage left exactly as it was."""
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from pathlib import Path
 from typing import Any
 
