@@ -13,7 +13,6 @@ WORKDIR /app
 # torch first and alone: the largest layer, rebuilt only when TORCH_INDEX changes.
 RUN pip install --index-url "${TORCH_INDEX}" torch
 COPY pyproject.toml README.md* ./
-COPY models ./models
 COPY search ./search
 COPY studies ./studies
 RUN pip install .

@@ -49,9 +49,9 @@ def _phase(name: str, source: str) -> dict[str, float]:
     import torch
     from PIL import Image
 
-    from search.data import _ARRAYS, cache_dir, load_dataset
-    from search.spec import DatasetSpec
-    from search.worker import device_data
+    from search.config.spec import DatasetSpec
+    from search.data.images import _ARRAYS, cache_dir, load_dataset
+    from search.study.worker import device_data
 
     spec = DatasetSpec(name="image_folder", path=source)
     baseline = _resident_bytes()
@@ -61,7 +61,7 @@ def _phase(name: str, source: str) -> dict[str, float]:
         data = load_dataset(spec)
         images_bytes = data.train_images.nbytes + data.test_images.nbytes
     elif name == "first_batch":
-        from search.spec import load_spec
+        from search.config.load import load_spec
 
         study = load_spec("cifar_bs", {"dataset.path": source})
         data = load_dataset(study.dataset)

@@ -20,9 +20,9 @@ import optuna
 
 from bench.report import Table, write_result
 from bench.throughput import load_problem
-from search import speed
-from search.objective import Objective
-from search.space import build_sampler
+from search.measure import speed
+from search.study.objective import Objective
+from search.study.space import build_sampler
 
 BATCH_SIZES = (512, 2048)
 # (lr, momentum) in cifar_bs's parameterization: effective_lr = lr * (B / 256) * (1 - momentum).

@@ -12,7 +12,7 @@ through the service's `train()` (Lightning module, on-device data path), in rota
 
 Steady-state examples/s is timed after warm-up steps; the medians of the per-repeat ratios are
 reported. The target is micro-batched >= 0.9x best micro alone. The profile is measured in the
-same run (`search.speed.measure`), so m is this machine's fastest size at the time.
+same run (`search.measure.speed.measure`), so m is this machine's fastest size at the time.
 """
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ import optuna
 
 from bench.report import Table, write_result
 from bench.throughput import Problem, StepTimer, load_problem
-from search import speed
-from search.reporting import ExamplesSeenReporter
-from search.training import TrainingPlan, train
+from search.measure import speed
+from search.study.reporting import ExamplesSeenReporter
+from search.train.fit import train
+from search.train.plan import TrainingPlan
 
 STUDIES = ("smoke", "cifar_bs")
 BATCH_SIZES = (512, 2048)

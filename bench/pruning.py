@@ -28,12 +28,13 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from search.data import ImageData, load_dataset
-from search.pruners import build_pruner
-from search.space import build_sampler
-from search.spec import StudySpec, load_spec
-from search.storage import create_or_resume, open_storage
-from search.worker import run_worker
+from search.config.load import load_spec
+from search.config.spec import StudySpec
+from search.data.images import ImageData, load_dataset
+from search.store.storage import create_or_resume, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler
+from search.study.worker import run_worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_STUDY = "cifar_bs"

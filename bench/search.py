@@ -29,13 +29,22 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from bench.pruning import BASE_STUDY, DEFAULT_DATA, RESULTS, run_study, task_overrides, verdict
-from search import space
-from search.data import load_dataset
-from search.space import build_sampler
-from search.spec import StudySpec, load_spec
+from bench.pruning import (
+    BASE_STUDY,
+    DEFAULT_DATA,
+    RESULTS,
+    run_study,
+    task_overrides,
+    verdict,
+)
+from search.config.load import load_spec
+from search.config.spec import StudySpec
+from search.data.images import load_dataset
+from search.record import TrialRecord
+from search.study import space
+from search.study.space import build_sampler
 
 TRIALS_FILE = RESULTS / "search_trials.json"
 # Random search in two phases over effective learning rates (raw lr). The wide phase reaches
@@ -86,16 +95,18 @@ def collect_phase(args: argparse.Namespace, phase: int) -> tuple[list[dict[str, 
     })
     spec = load_spec(BASE_STUDY, overrides)
     trials, seconds = run_study(spec, load_dataset(spec.dataset))
-    rows = [
-        {
-            "phase": name, "number": t.number, "state": t.state.name, "batch_size": t.params["batch_size"],
-            "lr": t.params["lr"], "effective_lr": t.user_attrs["effective_lr"], "momentum": t.params["momentum"],
-            "final_val_loss": t.user_attrs.get("final_val_loss"), "final_val_acc": t.user_attrs.get("final_val_acc"),
-            "reason": t.user_attrs.get("reason", ""), "wall_seconds": t.user_attrs.get("wall_seconds"),
-        }
-        for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    ]
+    rows = [_row(name, t, TrialRecord.of(t)) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     return rows, seconds
+
+
+def _row(phase: str, trial: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
+    """What search_trials.json keeps of a trial (the surrogate reads batch_size, effective_lr, momentum, final_val_loss)."""
+    return {
+        "phase": phase, "number": trial.number, "state": trial.state.name, "batch_size": trial.params["batch_size"],
+        "lr": trial.params["lr"], "effective_lr": record.effective_lr, "momentum": trial.params["momentum"],
+        "final_val_loss": record.final_val_loss, "final_val_acc": record.final_val_acc,
+        "reason": record.reason or "", "wall_seconds": record.wall_seconds,
+    }
 
 
 def collect(args: argparse.Namespace) -> None:

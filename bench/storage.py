@@ -10,7 +10,7 @@ The objective trains nothing: it reports 10 intermediate values (`should_prune` 
 the last) and stores the user attributes `search.objective` stores. Real workers spend almost
 all their time training between two reports, so the PostgreSQL and gRPC configurations also run
 with `--sleep` seconds before each report (standing in for training), and PostgreSQL at 32
-workers with `--slow-sleep`, closer to a real trial's pace. PostgreSQL and SQLite go through `search.storage.open_storage`, as users run them;
+workers with `--slow-sleep`, closer to a real trial's pace. PostgreSQL and SQLite go through `search.store.storage.open_storage`, as users run them;
 the journal file is Optuna's JournalStorage; gRPC is Optuna's proxy (one server process, its
 own pool) in front of the same PostgreSQL. Each configuration gets a fresh study, seeded with
 the same 20 finished trials so that TPE and the pruner work from the first trial. The
@@ -42,12 +42,14 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
-from search import storage as service_storage
-from search.pruners import build_pruner
-from search.reconnect import ReconnectingRDBStorage
-from search.space import build_sampler, sample
-from search.spec import StudySpec, load_spec
-from search.storage import TrialGate, open_storage
+from search.config.load import load_spec
+from search.config.spec import StudySpec
+from search.record import TrialRecord
+from search.store import storage as service_storage
+from search.store.reconnect import ReconnectingRDBStorage
+from search.store.storage import TrialGate, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler, sample
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -61,10 +63,6 @@ GRPC_PORT = 13071
 GRPC_THREADS = 10
 # A cifar_bs trial on our 2-core CPU: 225,000 examples at about 900 training examples/s.
 CIFAR_EXAMPLES_PER_SECOND = 900.0
-# The attributes search.objective stores on every trial (one storage write each).
-USER_ATTRS = ("reason", "effective_lr", "steps", "budget_examples", "device", "worker", "seed", "examples_seen",
-              "wall_seconds", "examples_per_second", "final_val_loss", "final_val_acc", "best_val_loss",
-              "best_val_acc", "train_loss")
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,15 @@ class Objective:
         self._store(trial, value)
         return value
 
-    @staticmethod
-    def _store(trial: optuna.Trial, value: float) -> None:
-        for name in USER_ATTRS:
-            trial.set_user_attr(name, value)
+    def _store(self, trial: optuna.Trial, value: float) -> None:
+        """The attributes search.study.objective stores on a finished trial without diagnostics (one storage write each)."""
+        TrialRecord(
+            reason="", effective_lr=value, steps=REPORTS, budget_examples=self.spec.budget_examples, seed=trial.number,
+            schedule="decay_lr", device="cpu", optimizer="sgd", examples_seen=self.spec.budget_examples, wall_seconds=value,
+            examples_per_second=value, train_loss=value, micro_batch_size=256, normalization_batch="full",
+            worker=f"bench:{os.getpid()}", train_seconds=value, final_val_loss=value, final_val_acc=value, best_val_loss=value,
+            best_val_acc=value,
+        ).store(trial)
 
 
 def study_spec() -> StudySpec:
@@ -209,7 +212,7 @@ def _start_together(signals: Path, workers: int, window: float) -> tuple[float, 
 
 
 def run_worker(task: WorkerTask) -> WorkerResult:
-    """One worker process: the per-trial storage calls of `search.worker.run_worker`, for the window."""
+    """One worker process: the per-trial storage calls of `search.study.worker.run_worker`, for the window."""
     with contextlib.redirect_stderr(io.StringIO()) as messages:  # the retry wrapper reports there
         result = _run_trials(task)
     result.retries = messages.getvalue().count("connection lost")

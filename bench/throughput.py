@@ -30,17 +30,19 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.report import Table, targets_line, write_result
-from models import build_model
-from search.batches import DeviceData
-from search.data import load_dataset
-from search.objective import Objective
-from search.pruners import build_pruner
-from search.reporting import ExamplesSeenReporter
-from search.space import build_sampler
-from search.spec import StudySpec, load_spec
-from search.storage import create_or_resume, open_storage
-from search.training import TrainingPlan, lr_factor, train
-from search.worker import device_data
+from search.models import build_model
+from search.config.load import load_spec
+from search.config.spec import StudySpec
+from search.data.batches import DeviceData
+from search.data.images import load_dataset
+from search.store.storage import create_or_resume, open_storage
+from search.study.objective import Objective
+from search.study.pruners import build_pruner
+from search.study.reporting import ExamplesSeenReporter
+from search.study.space import build_sampler
+from search.study.worker import device_data
+from search.train.fit import train
+from search.train.plan import TrainingPlan, lr_factor
 
 STUDIES = ("cifar_bs", "smoke")
 BATCH_SIZES = (32, 128, 512)

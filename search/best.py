@@ -2,7 +2,7 @@
 
 Only completed trials are ranked: a pruned trial stopped before the budget, so its loss was
 measured after fewer examples and would not be a fair comparison. The table is for people;
-`--format csv|json` gives the same columns (named as in the `search_trials` SQL view) to programs.
+`--format csv|json` gives every column of the `search_trials` SQL view, by the same names, to programs.
 """
 from __future__ import annotations
 
@@ -14,23 +14,23 @@ import sys
 from typing import Any, Callable
 
 from search.errors import exits_on_user_error
-from search.storage import STORAGE_ENV, redact
-from search.trials import TrialRow, completed, locate, open_study, state_counts
+from search.render.text import number_text
+from search.store.trials import TrialRow, completed, locate, open_study, state_counts
+from search.store.urls import STORAGE_ENV, redact
 
-# (column, header, format) for the table; csv and json use the column names and raw values.
-_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
-    ("rank", "rank", str),
-    ("number", "trial", str),
-    ("batch_size", "batch", str),
-    ("lr", "lr", "{:.4g}".format),
-    ("effective_lr", "effective_lr", "{:.4g}".format),
-    ("momentum", "momentum", "{:.3f}".format),
-    ("steps", "steps", "{:,}".format),
-    ("examples_seen", "examples", "{:,}".format),
-    ("final_val_loss", "val_loss", "{:.4f}".format),
-    ("final_val_acc", "val_acc", "{:.4f}".format),
-    ("wall_seconds", "duration", "{:.1f}s".format),
-    ("state", "state", str),
+# (header, value, format) for the table; csv and json give every column of `TrialRow` and the rank.
+_TABLE: list[tuple[str, Callable[[TrialRow], Any], Callable[[Any], str]]] = [
+    ("trial", lambda row: row.number, str),
+    ("batch", lambda row: row.batch_size, str),
+    ("lr", lambda row: row.lr, "{:.4g}".format),
+    ("effective_lr", lambda row: row.record.effective_lr, "{:.4g}".format),
+    ("momentum", lambda row: row.momentum, "{:.3f}".format),
+    ("steps", lambda row: row.record.steps, "{:,}".format),
+    ("examples", lambda row: row.record.examples_seen, "{:,}".format),
+    ("val_loss", lambda row: row.record.final_val_loss, "{:.4f}".format),
+    ("val_acc", lambda row: row.record.final_val_acc, "{:.4f}".format),  # absent without a classification loss
+    ("duration", lambda row: row.record.wall_seconds, "{:.1f}s".format),
+    ("state", lambda row: row.state, str),
 ]
 
 
@@ -43,31 +43,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def top_rows(study_name: str, url: str, top: int) -> tuple[list[dict[str, Any]], str]:
-    """The `top` best completed trials as dicts (with their rank), and a line about the whole study."""
+def top_rows(study_name: str, url: str, top: int) -> tuple[list[TrialRow], str]:
+    """The `top` best completed trials, best first, and a line about the whole study."""
     study = open_study(study_name, url)
-    ranked = completed(study)[: max(top, 0)]
-    rows = [{"rank": rank, **TrialRow.of(trial).as_dict()} for rank, trial in enumerate(ranked, start=1)]
+    rows = [TrialRow.of(trial) for trial in completed(study)[: max(top, 0)]]
     trials = study.get_trials(deepcopy=False)
     return rows, f"study {study_name}  storage {redact(url)}  {len(trials)} trials: {state_counts(trials)}"
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    cells = [[header for _, header, _ in _TABLE]]
-    cells += [["-" if row[key] is None else fmt(row[key]) for key, _, fmt in _TABLE] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE))]
-    # Text columns left-aligned, numbers right-aligned.
+def ranked_dicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
+    """The rows as dicts of raw values, named as in the `search_trials` view, with their rank."""
+    return [{"rank": rank, **row.as_dict()} for rank, row in enumerate(rows, start=1)]
+
+
+def format_table(rows: list[TrialRow]) -> str:
+    cells = [["rank", *(header for header, _, _ in _TABLE)]]
+    cells += [[str(rank), *(number_text(value(row), fmt, "-") for _, value, fmt in _TABLE)] for rank, row in enumerate(rows, start=1)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    # Text columns (the state, last) left-aligned, numbers right-aligned.
     return "\n".join(
-        "  ".join(cell.ljust(w) if key == "state" else cell.rjust(w) for cell, w, (key, _, _) in zip(line, widths, _TABLE)).rstrip()
+        "  ".join(cell.ljust(w) if i == len(widths) - 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
         for line in cells
     )
 
 
-def format_csv(rows: list[dict[str, Any]]) -> str:
+def format_csv(rows: list[TrialRow]) -> str:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["rank", *TrialRow.__dataclass_fields__], lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=["rank", *TrialRow.columns()], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(ranked_dicts(rows))
     return text.getvalue().rstrip("\n")
 
 
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     study_name, url = locate(args.study, args.storage)
     rows, about = top_rows(study_name, url, args.top)
     if args.format == "json":
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(ranked_dicts(rows), indent=2))
     elif args.format == "csv":
         print(format_csv(rows))
     else:

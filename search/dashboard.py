@@ -15,8 +15,8 @@ import sys
 import optuna_dashboard
 
 from search.errors import UserError, exits_on_user_error
-from search.storage import STORAGE_ENV, redact
-from search.trials import EVALUATION_SUFFIX, connect, find, load, locate
+from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
+from search.store.urls import STORAGE_ENV, redact
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,19 +23,23 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from models import build_model
-from search import analysis, space
-from search.batches import DeviceData
-from search.data import load_dataset
+from search.analysis.evaluation import evaluation_results, mean_spread_text
+from search.config.load import validate_spec
+from search.config.spec import StudySpec
+from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
-from search.reporting import ExamplesSeenReporter
-from search.spec import StudySpec, validate_spec
-from search.storage import STORAGE_ENV
-from search.trials import EVALUATION_SUFFIX, completed, connect, load, locate
-from search.accumulation import BatchSplitter
-from search.training import make_plan, train
-from search.views import EVALUATION_MARKER, ensure_views
-from search.worker import worker_device
+from search.record import EvaluationRecord
+from search.render.text import number_text
+from search.store.trials import EVALUATION_SUFFIX, completed, connect, load, locate
+from search.store.urls import STORAGE_ENV
+from search.store.views import EVALUATION_MARKER, ensure_views
+from search.study import space
+from search.study.reporting import ExamplesSeenReporter
+from search.train.accumulation import BatchSplitter
+from search.train.device import worker_device
+from search.train.fit import train
+from search.train.model import build_model, training_step
+from search.train.plan import make_plan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -79,7 +83,7 @@ def evaluation_study(storage: optuna.storages.BaseStorage, source: optuna.Study,
     return study
 
 
-def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec, data: DeviceData, num_classes: int, device_name: str) -> FrozenTrial:
+def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec, data: TrialData, device_name: str) -> FrozenTrial:
     """Retrain `source`'s configuration with `seed` and measure it on the test split, as one trial of `study`."""
     # The fixed sampler makes the trial's parameters those of the source trial, and space.sample
     # then derives the effective learning rate exactly as the search did.
@@ -90,46 +94,46 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
     try:
         started = time.perf_counter()
         hp = space.sample(trial, spec)
-        splitter = BatchSplitter.for_study(spec, data, num_classes, device_name)
+        splitter = BatchSplitter.for_study(spec, data, device_name)
         plan = make_plan(spec, hp, seed, splitter.micro_batch_size(hp.batch_size))
         steps = plan.steps
         # Validation (here: the test split) only once, after the last step.
         plan = replace(plan, report_every_examples=plan.examples_after(steps))
         # Seeding before the model is built makes `seed` fix the initial weights too.
         torch.manual_seed(seed)
-        model = splitter.prepare(build_model(spec.model.name, num_classes, data.train_images.shape[1], **spec.model.args))
-        log, steps_done, train_seconds = train(model, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)])
-        attrs: dict[str, Any] = {
-            "source_trial": source.number, "seed": seed, "effective_lr": hp.effective_lr, "steps": steps,
-            "examples_seen": plan.examples_after(steps_done), "budget_examples": spec.budget_examples,
-            "train_images": len(data.train_labels), "test_images": len(data.val_labels),
-            "wall_seconds": time.perf_counter() - started, "examples_per_second": plan.examples_after(steps_done) / max(train_seconds, 1e-9),
-            "device": device_name,
-        }
+        step = training_step(spec, splitter.prepare(build_model(spec, data)), data.device)
+        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)])
+        examples_seen = plan.examples_after(steps_done)
+        record = EvaluationRecord(
+            source_trial=source.number, seed=seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
+            optimizer=spec.optimizer.name, steps=steps, examples_seen=examples_seen,
+            budget_examples=spec.budget_examples, train_images=data.train_size, test_images=data.val_size,
+            wall_seconds=time.perf_counter() - started, examples_per_second=examples_seen / max(train_seconds, 1e-9), device=device_name,
+        )
         if log.checkpoints and not log.stop_reason:
             final = log.checkpoints[-1]
-            attrs.update(test_loss=final.val_loss, test_acc=final.val_acc, train_loss=final.train_loss)
+            record = replace(record, test_loss=final.val_loss, test_acc=final.val_acc, train_loss=final.train_loss)
         else:
-            attrs["reason"] = log.stop_reason or "no measurement"
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            record = replace(record, reason=log.stop_reason or "no measurement")
+        record.store(trial)
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
-    if "test_loss" in attrs:
-        return study.tell(trial, attrs["test_loss"])
+    if record.test_loss is not None:
+        return study.tell(trial, record.test_loss)
     return study.tell(trial, state=TrialState.FAIL)
 
 
 def _run_line(run: FrozenTrial) -> str:
-    attrs = run.user_attrs
+    record = EvaluationRecord.of(run)
     outcome = (
-        f"test_loss {attrs['test_loss']:.4f}  test_acc {attrs['test_acc']:.4f}"
-        if run.state == TrialState.COMPLETE else f"FAILED ({attrs.get('reason', 'see above')})"
+        f"test_loss {number_text(record.test_loss, '.4f')}  test_acc {number_text(record.test_acc, '.4f')}"
+        if run.state == TrialState.COMPLETE else f"FAILED ({record.reason or 'see above'})"
     )
     return (
-        f"trial {attrs['source_trial']:>4}  B={run.params['batch_size']:>5}  lr={run.params['lr']:.4g} (eff {attrs['effective_lr']:.4g})  "
-        f"momentum={run.params['momentum']:.3f}  seed {attrs['seed']}  {outcome}  {attrs['wall_seconds']:.1f}s"
+        f"trial {record.source_trial:>4}  B={run.params['batch_size']:>5}  lr={run.params['lr']:.4g} "
+        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={run.params['momentum']:.3f}  seed {record.seed}  {outcome}  "
+        f"{number_text(record.wall_seconds, '.1f')}s"
     )
 
 
@@ -143,22 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     source = load(storage, study_name, url)
     spec = stored_spec(source, args.data)
     chosen = completed(source)[: args.top]
-    images = load_dataset(spec.dataset)
-    if len(images.test_labels) == 0:
-        raise UserError(
-            f"{images.source} has no test split, so there is nothing held out to evaluate on. An image-folder data set "
-            f"needs test/<class>/ folders next to train/<class>/."
-        )
     device, device_name = worker_device()
-    data = DeviceData.train_and_test(images.train_images, images.train_labels, images.test_images, images.test_labels, device)
+    data = load_data(spec, device).for_final_evaluation()
     study = evaluation_study(storage, source, spec)
     done = {
-        (t.user_attrs.get("source_trial"), t.user_attrs.get("seed"))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        (record.source_trial, record.seed)
+        for record in map(EvaluationRecord.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     }
     print(
         f"evaluating the top {len(chosen)} of study '{study_name}' with {args.seeds} seeds each: trained on all "
-        f"{len(data.train_labels):,} training images, measured on {len(data.val_labels):,} test images; results in "
+        f"{data.train_size:,} training examples, measured on {data.val_size:,} test examples; results in "
         f"study '{study.study_name}'",
         flush=True,
     )
@@ -167,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             if (source_trial.number, seed) in done:
                 continue
-            run = run_one(study, source_trial, seed, spec, data, images.num_classes, device_name)
+            run = run_one(study, source_trial, seed, spec, data, device_name)
             failed += run.state != TrialState.COMPLETE
             print(_run_line(run), flush=True)
-    results = analysis.evaluation_results(chosen, study.get_trials(deepcopy=False))
+    results = evaluation_results(chosen, study.get_trials(deepcopy=False))
     chosen_numbers = {t.number for t in chosen}
     for result in (r for r in results if r.source_trial in chosen_numbers):
         print(
             f"trial {result.source_trial:>4}  B={result.batch_size:>5}  val_loss {result.val_loss:.4f}  "
-            f"test_acc {analysis.mean_spread_text(result.test_acc)}  test_loss {analysis.mean_spread_text(result.test_loss)}  "
+            f"test_acc {mean_spread_text(result.test_acc)}  test_loss {mean_spread_text(result.test_loss)}  "
             f"({result.seeds} seeds)"
         )
     return 1 if failed else 0

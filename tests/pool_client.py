@@ -7,7 +7,7 @@ import time
 
 import optuna
 
-from search.storage import TrialGate, open_storage
+from search.store.storage import TrialGate, open_storage
 
 url, name, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
 storage = open_storage(url, heartbeat_seconds=1)

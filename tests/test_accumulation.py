@@ -8,15 +8,21 @@ import pytest
 import torch
 from torch import nn
 
-from models import build_model
-from search.accumulation import BatchSplitter, GhostBatchNorm, _estimated_bytes, use_ghost_batch_norm
-from search.data import cache_dir, load_dataset
-from search.objective import Objective
-from search.progress import trial_line
-from search.space import build_sampler
-from search.spec import validate_spec
-from search.training import TrainingPlan, train
-from search.worker import device_data
+from search.models import build_model
+from search.config.load import validate_spec
+from search.data.images import cache_dir, load_dataset
+from search.render.console import trial_line
+from search.study.objective import Objective
+from search.study.space import build_sampler
+from search.study.worker import device_data
+from search.train.accumulation import (
+    BatchSplitter,
+    GhostBatchNorm,
+    _estimated_bytes,
+    use_ghost_batch_norm,
+)
+from search.train.fit import train
+from search.train.plan import TrainingPlan
 from tests.conftest import SMALL_STUDY, merge
 
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from search.pruners import build_pruner
+from search.config.load import validate_spec
 from search.run import main
-from search.space import build_sampler
-from search.spec import validate_spec
-from search.storage import create_or_resume, open_storage
+from search.store.storage import create_or_resume, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler
 from tests.conftest import SMALL_STUDY, merge, write_image_folder
 
 # (case id, study changes or raw YAML text, extra command-line arguments, words the message must hold)

@@ -7,8 +7,15 @@ import math
 import numpy as np
 
 from bench.pruning import StudyResult, markdown
-from bench.search import METHODS, LONG_METHODS, REFERENCE_MOMENTUM, Surrogate, method_spec, search_curve, trials_to_reach
-from search.space import effective_lr
+from bench.search import (
+    LONG_METHODS,
+    METHODS,
+    REFERENCE_MOMENTUM,
+    Surrogate,
+    method_spec,
+    search_curve,
+    trials_to_reach,
+)
 
 
 def _bowl(batch_size: int, lr: float, momentum: float) -> float:
@@ -43,7 +50,7 @@ def test_every_parameterization_spans_the_same_effective_lr_at_the_reference_poi
     for method in METHODS + LONG_METHODS:
         spec = method_spec(method, seed=0)
         reference = spec.lr_parameterization.reference_batch_size
-        ends.add(tuple(round(effective_lr(lr, reference, REFERENCE_MOMENTUM, spec.lr_parameterization), 9)
+        ends.add(tuple(round(spec.lr_parameterization.effective_lr(lr, reference, REFERENCE_MOMENTUM), 9)
                        for lr in (spec.search_space.lr.low, spec.search_space.lr.high)))
     assert len(ends) == 1
 

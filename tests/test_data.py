@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.batches import Normalizer, TrainBatches, flip_and_crop
-from search.data import load_dataset, stratified_split
+from search.config.spec import DatasetSpec
+from search.data.batches import Normalizer, TrainBatches, flip_and_crop
+from search.data.images import load_dataset
+from search.data.split import stratified_split
 from search.errors import UserError
-from search.spec import DatasetSpec
 from tests.conftest import write_image_folder
 
 

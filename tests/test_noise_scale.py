@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.noise_scale import critical_range, estimate, unbiased_estimates
+from search.measure.noise_scale import critical_range, estimate, unbiased_estimates
 
 
 def test_estimator_inverts_the_expected_norms_exactly() -> None:

@@ -9,7 +9,15 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
-from search import analysis, probe, report
+from search import report
+from search.analysis.diagnostics import (
+    diagnostics_summary,
+    empirical_knee,
+    latest_probe,
+)
+from search.analysis.per_batch_size import per_batch_size
+from search.measure import probe
+from search.record import PROBE_PREFIX
 from tests.conftest import REPO, run_cli
 
 PROBE_ARGS = ["--train-examples", "64", "--points", "2", "--small-batch", "4", "--big-batch", "16", "--measurements", "4"]
@@ -17,7 +25,7 @@ PROBE_ARGS = ["--train-examples", "64", "--points", "2", "--small-batch", "4", "
 
 def _probes(url: str, name: str) -> dict[str, dict]:
     attrs = optuna.load_study(study_name=name, storage=url).user_attrs
-    return {k: v for k, v in attrs.items() if k.startswith(analysis.PROBE_PREFIX)}
+    return {k: v for k, v in attrs.items() if k.startswith(PROBE_PREFIX)}
 
 
 def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,7 +45,7 @@ def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[...
     assert (first["batch_size"], first["small_batch"], first["big_batch"], first["measurements"]) == (32, 4, 16, 4)
     assert [p["examples_seen"] for p in first["points"]] == [0, 32, 64]
     assert all(p["trace"] > 0 for p in first["points"])
-    assert analysis.latest_probe(optuna.load_study(study_name=path.stem, storage=url).user_attrs)["seed"] == 1
+    assert latest_probe(optuna.load_study(study_name=path.stem, storage=url).user_attrs)["seed"] == 1
 
     out = tmp_path / "report"
     assert report.main(["--study", path.stem, "--storage", url, "--out", str(out)]) == 0
@@ -69,11 +77,11 @@ def _trial(batch_size: int, loss: float, sharpness: float) -> optuna.trial.Froze
 
 def test_knee_and_agreement_with_the_prediction() -> None:
     trials = [_trial(64, 1.00, 10.0), _trial(128, 1.04, 20.0), _trial(256, 1.20, 40.0), _trial(512, 1.8, 80.0)]
-    results = analysis.per_batch_size(trials)
-    assert analysis.empirical_knee(results) == 128  # 1.04 is within 5% of 1.00, 1.20 is not
+    results = per_batch_size(trials)
+    assert empirical_knee(results) == 128  # 1.04 is within 5% of 1.00, 1.20 is not
     probe_result = {"critical_batch_size": 200.0, "suggested_range": [25.0, 400.0], "train_examples": 8192, "batch_size": 256}
-    lines = analysis.diagnostics_summary(trials, results, probe_result)
+    lines = diagnostics_summary(trials, results, probe_result)
     assert "is 128: within a factor 2 of the prediction" in lines[0]
-    far = analysis.diagnostics_summary(trials, results, {**probe_result, "critical_batch_size": 1000.0})
+    far = diagnostics_summary(trials, results, {**probe_result, "critical_batch_size": 1000.0})
     assert "not within a factor 2 of the prediction, smaller" in far[0]
     assert any("Sharpness" in line and "10 at batch size 64 and 40 at 256" in line for line in lines)

@@ -16,12 +16,11 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search.pruners import build_pruner
-from search.space import build_sampler
-from search.spec import load_spec
-from search.storage import create_or_resume, open_storage
+from search.config.load import load_spec
+from search.store.storage import create_or_resume, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler
 from tests.conftest import Background, pg_ctl, run_cli
-
 
 # Trials of a few seconds each, validated often: long enough to be hit mid-trial.
 SLOW_TRIALS = {

@@ -10,8 +10,8 @@ import csv
 import io
 import json
 import math
-import re
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -32,12 +32,17 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from PIL import Image
 from sqlalchemy.engine import make_url
 
-from search import analysis, best, dashboard, evaluate, report
-from search.batches import DeviceData
+from search import best, dashboard, evaluate, report
+from search.analysis.evaluation import mean_and_spread, mean_spread_text
+from search.analysis.per_batch_size import WELL_EXPLORED, per_batch_size
+from search.analysis.pruning import pruning_savings
+from search.analysis.scaling import fit_exponent, lr_fits
+from search.analysis.summary import summary_lines
+from search.config.load import load_spec
+from search.data.batches import DeviceData
 from search.errors import EXIT_USER_ERROR
-from search.spec import load_spec
-from search.storage import create_or_resume, open_storage
-from search.views import VIEW_NAMES, create_views
+from search.store.storage import create_or_resume, open_storage
+from search.store.views import VIEW_NAMES, create_views
 from tests.conftest import POSTGRES_URL, REPO, run_cli
 
 BATCH_SIZES = [16, 32, 64]
@@ -214,8 +219,8 @@ def test_views_are_created_once_when_workers_start_together(backend: str, tmp_pa
         open_storage(url).engine.dispose()  # Optuna's tables, as search.run would have made them
         child = (
             "import pathlib, sys, time\n"
-            "from search.storage import open_storage\n"
-            "from search.views import create_views\n"
+            "from search.store.storage import open_storage\n"
+            "from search.store.views import create_views\n"
             "engine = open_storage(sys.argv[1]).engine\n"
             "engine.connect().close()\n"
             "pathlib.Path(sys.argv[2], 'ready' + sys.argv[3]).touch()\n"
@@ -278,7 +283,7 @@ def test_report_writes_the_page_figures_and_a_summary_from_the_study(study: Stud
         cells = f"<td>{size}</td><td>{sum(t.params['batch_size'] == size for t in trials)}</td><td>{len(own)}</td>"
         assert cells + (f"<td>{own[0].value:.4f}</td>" if own else "<td>–</td>") in text
     # Few trials: the summary must say how little they support.
-    thin = [b for b in BATCH_SIZES if 0 < sum(t.params["batch_size"] == b for t in done) < analysis.WELL_EXPLORED]
+    thin = [b for b in BATCH_SIZES if 0 < sum(t.params["batch_size"] == b for t in done) < WELL_EXPLORED]
     assert ("fewer than 3 completed trials" in printed) == bool(thin)
     assert "python -m search.evaluate" in text  # not evaluated yet: the page says how
 
@@ -339,8 +344,8 @@ def test_evaluate_retrains_the_top_configurations_on_all_training_images(study: 
     assert report.main(["--study", study.name, "--storage", study.url, "--out", str(tmp_path)]) == 0
     summary = capsys.readouterr().out
     accuracies = [r.user_attrs["test_acc"] for r in study.load(":evaluation").get_trials() if r.user_attrs["source_trial"] == top[0].number]
-    assert analysis.mean_spread_text(accuracies) in summary
-    assert analysis.mean_spread_text(accuracies) in (tmp_path / "report.html").read_text()
+    assert mean_spread_text(accuracies) in summary
+    assert mean_spread_text(accuracies) in (tmp_path / "report.html").read_text()
 
 
 def test_train_and_test_data_trains_on_every_training_image_and_measures_on_the_test_split() -> None:
@@ -471,9 +476,8 @@ def _scaled_study(exponent: float, losses: dict[int, float]) -> list[FrozenTrial
 
 
 def _summary(trials: list[FrozenTrial]) -> str:
-    results = analysis.per_batch_size(trials)
-    fits = analysis.lr_fits(results)
-    return " ".join(analysis.summary(trials, results, fits, analysis.pruning_savings(trials, 4096), []))
+    results = per_batch_size(trials)
+    return " ".join(summary_lines(trials, results, lr_fits(results), pruning_savings(trials, 4096), []))
 
 
 @pytest.mark.parametrize(("exponent", "words"), [(1.0, "close to linear scaling"), (0.5, "close to square-root scaling")])
@@ -511,8 +515,8 @@ def test_summary_is_honest_when_trials_are_few() -> None:
 
 
 def test_exponent_fit_recovers_a_power_law() -> None:
-    fit = analysis.fit_exponent([(b, 0.003 * b**0.7) for b in (16, 64, 256, 1024)])
+    fit = fit_exponent([(b, 0.003 * b**0.7) for b in (16, 64, 256, 1024)])
     assert fit is not None and fit.exponent == pytest.approx(0.7) and fit.stderr == pytest.approx(0, abs=1e-9)
     assert fit.lr_at(128) == pytest.approx(0.003 * 128**0.7)
-    assert analysis.fit_exponent([(64, 0.1), (64, 0.2)]) is None
-    assert math.isclose(analysis.mean_and_spread([1.0, 3.0])[1] or 0, math.sqrt(2))
+    assert fit_exponent([(64, 0.1), (64, 0.2)]) is None
+    assert math.isclose(mean_and_spread([1.0, 3.0])[1] or 0, math.sqrt(2))

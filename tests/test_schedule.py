@@ -8,16 +8,17 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import create_trial
 
-from search import analysis
-from search.data import load_dataset
+from search.analysis.schedules import schedule_comparison, schedule_sentence
+from search.config.load import validate_spec
+from search.config.spec import ScheduleSpec
+from search.data.images import load_dataset
 from search.errors import UserError
-from search.objective import Objective
-from search.progress import trial_line
-from search.report import _schedule_section
-from search.space import build_sampler, sample
-from search.spec import ScheduleSpec, validate_spec
-from search.training import batch_growth, growth_steps
-from search.worker import device_data
+from search.render.console import trial_line
+from search.render.page import _schedule_section
+from search.study.objective import Objective
+from search.study.space import build_sampler, sample
+from search.study.worker import device_data
+from search.train.plan import batch_growth, growth_steps
 from tests.conftest import SMALL_STUDY, merge
 
 
@@ -96,10 +97,10 @@ def test_the_report_compares_the_schedules_per_starting_batch_size() -> None:
         create_trial(params={"batch_size": size, "schedule": schedule}, distributions=distributions, value=loss)
         for (size, schedule), values in losses.items() for loss in values
     ]
-    rows = analysis.schedule_comparison(trials)
+    rows = schedule_comparison(trials)
     assert [(r.batch_size, r.best_loss["decay_lr"], r.best_loss["grow_batch"]) for r in rows] == [(32, 1.0, 0.9), (64, 1.1, 1.3), (128, 1.5, None)]
     assert rows[0].completed == {"decay_lr": 2, "grow_batch": 1}
-    sentence = analysis.schedule_sentence(rows)
+    sentence = schedule_sentence(rows)
     assert sentence is not None and "at 1 of the 2 starting batch sizes where both completed (32)" in sentence
     assert "0.9000 (1/1)" in _schedule_section(rows)
-    assert analysis.schedule_comparison([t for t in trials if t.params["schedule"] == "decay_lr"]) == []
+    assert schedule_comparison([t for t in trials if t.params["schedule"] == "decay_lr"]) == []

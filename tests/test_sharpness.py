@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from torch import nn
 from torch.func import functional_call
 
-from search.sharpness import TooSlow, subset_loss, top_hessian_eigenvalue
+from search.measure.sharpness import TooSlow, subset_loss, top_hessian_eigenvalue
 from tests.conftest import REPO, run_cli
 
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
+from search.config.load import load_spec, validate_spec
+from search.config.spec import LRParameterizationSpec
 from search.errors import UserError
-from search.space import effective_lr
-from search.spec import LRParameterizationSpec, load_spec, validate_spec
 from tests.conftest import SMALL_STUDY, merge
 
 
@@ -86,8 +86,8 @@ def test_effective_learning_rate() -> None:
     none = LRParameterizationSpec()
     linear = LRParameterizationSpec(scaling="linear", reference_batch_size=256)
     sqrt_decoupled = LRParameterizationSpec(scaling="sqrt", reference_batch_size=256, momentum_decoupled=True)
-    assert effective_lr(0.1, 1024, 0.9, none) == pytest.approx(0.1)
-    assert effective_lr(0.1, 1024, 0.9, linear) == pytest.approx(0.4)
-    assert effective_lr(0.1, 1024, 0.9, sqrt_decoupled) == pytest.approx(0.1 * 2 * 0.1)
+    assert none.effective_lr(0.1, 1024, 0.9) == pytest.approx(0.1)
+    assert linear.effective_lr(0.1, 1024, 0.9) == pytest.approx(0.4)
+    assert sqrt_decoupled.effective_lr(0.1, 1024, 0.9) == pytest.approx(0.1 * 2 * 0.1)
     assert "sqrt(B / 256)" in sqrt_decoupled.describe() and "(1 - momentum)" in sqrt_decoupled.describe()
-    assert math.isclose(effective_lr(0.3, 256, 0.0, sqrt_decoupled), 0.3)
+    assert math.isclose(sqrt_decoupled.effective_lr(0.3, 256, 0.0), 0.3)

@@ -9,11 +9,11 @@ import optuna
 import pytest
 import torch
 
-from search import speed
-from search.data import load_dataset
-from search.spec import load_spec
-from search.speed import SizeSpeed, SpeedProfile, fastest_micro_batch
-from search.worker import device_data
+from search.config.load import load_spec
+from search.data.images import load_dataset
+from search.measure import speed
+from search.measure.profile import SizeSpeed, SpeedProfile, fastest_micro_batch
+from search.study.worker import device_data
 from tests.conftest import REPO, run_cli
 
 

@@ -10,15 +10,16 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search import analysis, speed
+from search.analysis.speeds import two_speeds, two_speeds_sentence
+from search.config.load import load_spec, validate_spec
 from search.errors import UserError
-from search.pruners import build_pruner
-from search.space import build_sampler
-from search.spec import load_spec, validate_spec
-from search.speed import SpeedProfile
-from search.storage import create_or_resume, open_storage
-from search.training import TrainingPlan
-from search.worker import worker_device
+from search.measure import speed
+from search.measure.profile import SpeedProfile
+from search.store.storage import create_or_resume, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler
+from search.train.device import worker_device
+from search.train.plan import TrainingPlan
 from tests.conftest import REPO, SMALL_STUDY, merge, run_cli
 from tests.test_speed import profile_of
 
@@ -82,17 +83,17 @@ def test_two_speeds_finds_the_fastest_to_target_and_the_best_per_example() -> No
         _trial(64, [(1024, 1.6), (2048, 1.04)], rate=800.0),
         _trial(256, [(1024, 2.2)], rate=900.0, state=TrialState.PRUNED),
     ]
-    (result,) = analysis.two_speeds(trials)
+    (result,) = two_speeds(trials)
     assert result.target_loss == pytest.approx(1.05)  # best 1.0 + 5%
     assert result.seconds_to_target == {16: pytest.approx(20.48), 64: pytest.approx(2.56), 256: None}
     assert result.by_examples[16] == [(1024, 1.5), (2048, 1.0)]  # best over its two trials
     assert result.common_examples == 1024  # batch 256 was pruned there
-    sentence = analysis.two_speeds_sentence(result)
+    sentence = two_speeds_sentence(result)
     assert sentence.startswith("On cpu (2 threads), batch size 64 reaches loss 1.0500 in the least time (2.6 s of training; next batch size 16 in 20.5 s)")
     assert "at a fixed number of examples (1,024, the most every batch size here reached) batch size 16 is best" in sentence
     assert "fewer than 3 trials at batch sizes 16, 64, 256" in sentence
-    (strict,) = analysis.two_speeds(trials, target_loss=1.02)
-    assert analysis.two_speeds_sentence(strict).startswith("On cpu (2 threads), only batch size 16 reached loss 1.0200 (in 20.5 s")
+    (strict,) = two_speeds(trials, target_loss=1.02)
+    assert two_speeds_sentence(strict).startswith("On cpu (2 threads), only batch size 16 reached loss 1.0200 (in 20.5 s")
 
 
 def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path: Path) -> None:

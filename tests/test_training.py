@@ -5,14 +5,15 @@ import optuna
 import pytest
 import torch
 
-from models import build_model
-from search.objective import Objective
-from search.data import load_dataset
-from search.progress import trial_line
-from search.space import build_sampler
-from search.spec import ScheduleSpec, validate_spec
-from search.training import lr_factor
-from search.worker import device_data
+from search.models import build_model
+from search.config.load import validate_spec
+from search.config.spec import ScheduleSpec
+from search.data.images import load_dataset
+from search.render.console import trial_line
+from search.study.objective import Objective
+from search.study.space import build_sampler
+from search.study.worker import device_data
+from search.train.plan import lr_factor
 from tests.conftest import SMALL_STUDY, merge
 
 

@@ -1,0 +1,373 @@
+"""The study definition: a YAML file validated into typed, immutable specs.
+
+Everything a trial needs is derived from one `StudySpec`, which is also stored on the
+study so that every worker (on any machine) trains exactly the same problem.
+"""
+from __future__ import annotations
+
+import math
+from functools import reduce
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_REPORTS_PER_TRIAL = 8
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Spec):
+    """Where the images come from and how much of the training split is held out."""
+
+    name: Literal["cifar10", "image_folder", "synthetic"]
+    path: str | None = None
+    # A count of images, or a fraction of the training split when below 1.
+    val_size: Annotated[float, Field(gt=0)] = 5000
+    # Seeds the class-stratified validation split; part of what makes trials comparable.
+    split_seed: int = 0
+    # Resize every image to this square size; required when a folder's images differ in size.
+    image_size: Annotated[int, Field(ge=8)] | None = None
+    # Only for `synthetic`: a generated, learnable data set for smoke runs and tests.
+    num_classes: Annotated[int, Field(ge=2)] = 10
+    train_examples: Annotated[int, Field(ge=20)] = 2000
+    test_examples: Annotated[int, Field(ge=10)] = 500
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DatasetSpec:
+        if self.name == "image_folder" and not self.path:
+            raise ValueError("an image_folder data set needs `path` (or --data)")
+        return self
+
+
+# A dotted import path, as LightningCLI's `class_path`: module.submodule.Name.
+ClassPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=300)]
+
+
+class CodeSpec(_Spec):
+    """The user's own code by import path (LightningCLI's convention), called with `init_args`."""
+
+    class_path: ClassPath
+    init_args: dict[str, Any] = {}
+
+
+class ModelSpec(_Spec):
+    """A built-in image classifier by `name` (with `args`), or the user's own `class_path`
+    (a torch.nn.Module, or a LightningModule whose training_step returns the loss)."""
+
+    name: str | None = None
+    args: dict[str, Any] = {}
+    class_path: ClassPath | None = None
+    init_args: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSpec:
+        if (self.name is None) == (self.class_path is None):
+            raise ValueError("give either `name` (a built-in model: airbench, resnet, tiny_cnn) or `class_path` (your own module)")
+        if self.class_path is not None and self.args:
+            raise ValueError("a class_path model takes `init_args`, not `args`")
+        return self
+
+    def describe(self) -> str:
+        if self.class_path is not None:
+            return self.class_path
+        return f"{self.name} {self.args or ''}".strip()
+
+
+class BatchSizeRange(_Spec):
+    """Powers of two from `min` to `max`, both included."""
+
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _powers_of_two(self) -> BatchSizeRange:
+        for bound in (self.min, self.max):
+            if bound & (bound - 1):
+                raise ValueError(f"batch size bound {bound} is not a power of two (use a list for other sizes)")
+        if self.min > self.max:
+            raise ValueError(f"batch size range is inverted: min {self.min} > max {self.max}")
+        return self
+
+    def values(self) -> list[int]:
+        return [2**k for k in range(self.min.bit_length() - 1, self.max.bit_length())]
+
+
+class FloatRange(_Spec):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"range is empty or inverted: low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class SearchSpaceSpec(_Spec):
+    batch_size: BatchSizeRange | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    lr: FloatRange
+    momentum: FloatRange
+    # decay_lr: constant batch size, decaying learning rate; grow_batch: the sampled batch size
+    # grows by the same factors at a fixed learning rate (see ScheduleSpec). Sampled when both are listed.
+    schedule: Annotated[list[Literal["decay_lr", "grow_batch"]], Field(min_length=1)] = ["decay_lr"]
+
+    @model_validator(mode="after")
+    def _valid_values(self) -> SearchSpaceSpec:
+        if self.lr.low <= 0:
+            raise ValueError("learning rates must be positive")
+        if self.momentum.low < 0 or self.momentum.high >= 1:
+            raise ValueError("momentum must lie in [0, 1)")
+        if isinstance(self.batch_size, list) and len(set(self.batch_size)) != len(self.batch_size):
+            raise ValueError("batch size list has duplicates")
+        if len(set(self.schedule)) != len(self.schedule):
+            raise ValueError("schedule list has duplicates")
+        return self
+
+    def batch_sizes(self) -> list[int]:
+        if isinstance(self.batch_size, list):
+            return sorted(self.batch_size)
+        return self.batch_size.values()
+
+
+class LRParameterizationSpec(_Spec):
+    """How the sampled `lr` maps to the learning rate handed to the optimizer.
+
+    effective_lr = lr * scale(batch_size / reference_batch_size) * ((1 - momentum) if momentum_decoupled)
+    where scale is 1 (none), the ratio (linear) or its square root (sqrt). Decoupling keeps
+    the optimum of `lr` in place when batch size or momentum move, which helps the sampler.
+    """
+
+    scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch_size: Annotated[int, Field(ge=1)] = 256
+    momentum_decoupled: bool = False
+
+    def effective_lr(self, lr: float, batch_size: int, momentum: float) -> float:
+        ratio = batch_size / self.reference_batch_size
+        scale = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.scaling]
+        return lr * scale * ((1 - momentum) if self.momentum_decoupled else 1.0)
+
+    def describe(self) -> str:
+        terms = ["lr"]
+        if self.scaling == "linear":
+            terms.append(f"(B / {self.reference_batch_size})")
+        elif self.scaling == "sqrt":
+            terms.append(f"sqrt(B / {self.reference_batch_size})")
+        if self.momentum_decoupled:
+            terms.append("(1 - momentum)")
+        return "effective_lr = " + " * ".join(terms)
+
+
+class OptimizerSpec(_Spec):
+    """SGD (the sampled momentum, Nesterov optional) or AdamW (the sampled momentum is beta1)."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    nesterov: bool = True
+    # For cross_entropy only.
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # AdamW only: beta1 is the sampled momentum.
+    beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+
+
+class ScheduleSpec(_Spec):
+    """Learning-rate schedule over each trial's own step count.
+
+    Under `grow_batch` the learning rate stays fixed after warm-up and the batch size is
+    multiplied by `growth_factor` wherever `decay` would have divided the learning rate by
+    growth_factor^k, k = 1..max_growths (Smith et al. 2017, arXiv 1711.00489).
+    """
+
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    decay: Literal["linear", "cosine", "constant"] = "linear"
+    growth_factor: Annotated[int, Field(ge=2)] = 2
+    max_growths: Annotated[int, Field(ge=1)] = 3
+
+
+class AccumulationSpec(_Spec):
+    """How a batch is split into forward/backward passes whose gradients sum to the batch's.
+
+    memory_cap_mb: the largest micro-batch must fit in this much memory: on the CPU by an
+    analytic estimate (weights, gradients, momentum and every layer's output plus its gradient,
+    float32), on CUDA by measured peak memory. None: the device's memory (CUDA: OOM probing; the
+    CPU: every batch fits).
+    normalization_batch: the examples each batch-norm statistic is computed over. `full`: the
+    whole batch, so batches of models with batch norm are never split. An integer N: ghost batch
+    norm (Hoffer et al. 2017) over consecutive groups of N examples, whatever the micro-batch.
+    """
+
+    memory_cap_mb: Annotated[float, Field(gt=0)] | None = None
+    normalization_batch: Literal["full"] | Annotated[int, Field(ge=2)] = "full"
+
+
+class SamplerSpec(_Spec):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    n_startup_trials: Annotated[int, Field(ge=0)] = 10
+
+
+class PrunerSpec(_Spec):
+    """Pruning on validation loss; every step-valued argument is in examples seen."""
+
+    name: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "hyperband"
+    # Validate (and report) every this many examples; None picks about eight reports per trial.
+    report_every_examples: Annotated[int, Field(ge=1)] | None = None
+    # With budget_seconds: validate every this many seconds of predicted training time; None: about eight per trial.
+    report_every_seconds: Annotated[float, Field(gt=0)] | None = None
+    args: dict[str, Any] = {}
+
+
+class DiagnosticsSpec(_Spec):
+    """Measured on every completed trial's final weights; not part of what makes trials comparable.
+
+    Sharpness is the top Hessian eigenvalue over the first `examples` images of a fixed
+    training subset (`iterations` power-iteration steps); the generalization gap uses the
+    loss over `loss_examples` images of that subset. One Hessian-vector product over 128
+    images takes about 0.3 s on an idle two-core CPU: the default costs a few seconds, well
+    under 1% of a full cifar_bs trial. Sharpness is dropped for a trial where the next product
+    would pass `max_fraction` of its training time.
+    """
+
+    enabled: bool = True
+    examples: Annotated[int, Field(ge=1)] = 128
+    iterations: Annotated[int, Field(ge=1)] = 10
+    loss_examples: Annotated[int, Field(ge=1)] = 2048
+    max_fraction: Annotated[float, Field(gt=0)] = 0.05
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _subsets_nest(self) -> DiagnosticsSpec:
+        if self.examples > self.loss_examples:
+            raise ValueError(f"diagnostics.examples ({self.examples}) must not exceed diagnostics.loss_examples ({self.loss_examples})")
+        return self
+
+
+BUILT_IN_LOSSES = ("cross_entropy", "mse", "bce_with_logits")
+
+
+class StudySpec(_Spec):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    # The images of a built-in source, or the user's own `data` (a LightningDataModule, or a
+    # callable returning {"train": Dataset, "val": Dataset[, "test": Dataset]}): exactly one.
+    dataset: DatasetSpec | None = None
+    data: CodeSpec | None = None
+    model: ModelSpec
+    # For nn.Module models: a built-in loss name or the user's own class_path (called with
+    # (outputs, targets), returning the mean loss). A LightningModule computes its own loss.
+    loss: Literal["cross_entropy", "mse", "bce_with_logits"] | CodeSpec = "cross_entropy"
+    # The study file's folder: class paths resolve from it (and from the working directory).
+    # Where the code is, not what it computes: not part of what makes trials comparable.
+    code_dir: str | None = None
+    budget_examples: Annotated[int, Field(ge=1)]
+    # A fixed training time per trial instead: set, it replaces budget_examples (see search.speed).
+    budget_seconds: Annotated[float, Field(gt=0)] | None = None
+    # Batch sizes that get fewer optimizer steps than this are rejected: their schedule
+    # would be too short to mean anything.
+    min_steps: Annotated[int, Field(ge=1)] = 8
+    search_space: SearchSpaceSpec
+    lr_parameterization: LRParameterizationSpec = LRParameterizationSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    accumulation: AccumulationSpec = AccumulationSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+    n_trials: Annotated[int, Field(ge=1)] | None = 50
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    storage: str | None = None
+    # Workers beat this often; a trial whose worker is silent for 3 beats is failed and retried.
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = 30
+    # How long a worker retries a broken database connection (a restart) before giving up.
+    storage_retry_seconds: Annotated[float, Field(gt=0)] = 120
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> StudySpec:
+        if (self.dataset is None) == (self.data is None):
+            raise ValueError("give either `dataset` (built-in images: cifar10, image_folder, synthetic) or `data` (your own, by class_path)")
+        if self.data is not None and self.model.class_path is None:
+            raise ValueError("the built-in models are image classifiers for `dataset`; with your own `data`, give your own model by class_path")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> StudySpec:
+        if self.budget_seconds is not None:
+            # Steps per batch size come from the device's speed profile: checked at run time.
+            every = self.pruner.report_every_seconds
+            if every is not None and every > self.budget_seconds:
+                raise ValueError(f"pruner.report_every_seconds={every:g} exceeds budget_seconds={self.budget_seconds:g}")
+            if "grow_batch" in self.search_space.schedule:
+                raise ValueError("budget_seconds turns seconds into steps of a constant batch size: use it without the grow_batch schedule")
+        too_large = [b for b in self.search_space.batch_sizes() if self.budget_examples // b < self.min_steps]
+        if too_large and self.budget_seconds is None:
+            largest = max(self.search_space.batch_sizes())
+            raise ValueError(
+                f"budget_examples {self.budget_examples} gives fewer than min_steps={self.min_steps} steps "
+                f"to batch sizes {too_large}; raise the budget to at least {largest * self.min_steps}, "
+                f"lower the largest batch size, or lower min_steps"
+            )
+        every = self.pruner.report_every_examples
+        if every is not None:
+            uneven = [b for b in self.search_space.batch_sizes() if every % b]
+            if uneven:
+                raise ValueError(
+                    f"pruner.report_every_examples={every} is not a multiple of batch sizes {uneven}: "
+                    f"validation must fall at the same examples seen for every batch size; "
+                    f"use a multiple of {self.checkpoint_granularity()} or leave it out"
+                )
+            if every > self.budget_examples and self.budget_seconds is None:
+                raise ValueError(f"pruner.report_every_examples={every} exceeds budget_examples={self.budget_examples}")
+        if "grow_batch" in self.search_space.schedule and self.schedule.decay == "constant":
+            raise ValueError("the grow_batch schedule grows the batch where the learning rate would decay: set schedule.decay to linear or cosine")
+        if self.n_trials is None and self.timeout_seconds is None:
+            raise ValueError("set n_trials, timeout_seconds or both, or the study never ends")
+        return self
+
+    def checkpoint_granularity(self) -> int:
+        """The smallest number of examples that every batch size reaches in whole steps."""
+        return reduce(math.lcm, self.search_space.batch_sizes())
+
+    def report_every(self) -> int:
+        """Examples between validations: the same checkpoints for every batch size."""
+        if self.pruner.report_every_examples is not None:
+            return self.pruner.report_every_examples
+        unit = self.checkpoint_granularity()
+        return max(unit, round(self.budget_examples / DEFAULT_REPORTS_PER_TRIAL / unit) * unit)
+
+    def steps(self, batch_size: int) -> int:
+        return self.budget_examples // batch_size
+
+    def report_every_ms(self) -> int:
+        """With budget_seconds: milliseconds of predicted training time between validations."""
+        assert self.budget_seconds is not None
+        every = self.pruner.report_every_seconds or self.budget_seconds / DEFAULT_REPORTS_PER_TRIAL
+        return max(1, round(1000 * every))
+
+    def pruning_resources(self) -> tuple[int, int]:
+        """The first report step and the budget, in the unit trials report in (examples, or ms with budget_seconds)."""
+        if self.budget_seconds is None:
+            return self.report_every(), self.budget_examples
+        return self.report_every_ms(), round(1000 * self.budget_seconds)
+
+    def comparability_key(self) -> dict[str, Any]:
+        """The fields that must match for trials to be comparable within one study."""
+        fields = ("dataset", "data", "model", "loss", "budget_examples", "search_space", "lr_parameterization", "optimizer", "schedule")
+        key = self.model_dump(include=set(fields), exclude={"dataset": {"path"}} if self.dataset else None, mode="json")
+        key["report_every_examples"] = self.report_every()
+        # The memory cap only changes how a batch is split, never the gradient: not part of the key.
+        key["normalization_batch"] = self.accumulation.normalization_batch
+        # None without a time budget, as in the keys stored before time budgets: those studies still resume.
+        key["budget_seconds"] = self.budget_seconds
+        key["report_every_ms"] = None if self.budget_seconds is None else self.report_every_ms()
+        return key
+
+
+
+
+
+

@@ -1,0 +1,332 @@
+"""Data sets as uint8 tensors: decoded once (on all cores), cached, split, kept in memory.
+
+Accepted sources (`dataset.path` or `--data`):
+  * the official CIFAR-10 `cifar-10-python.tar.gz`, or the folder it extracts to;
+  * an image-folder tree `train/<class>/*`, `test/<class>/*` (or just `<class>/*`),
+    as a folder or a `.tar`/`.tar.gz` of one, with any number of classes and image size;
+  * nothing, for `cifar10`: the official archive is downloaded (checksum verified);
+  * `synthetic`: a generated, learnable data set for smoke runs and tests.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from search.config.spec import DatasetSpec
+from search.errors import UserError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_CACHE_FORMAT = 1
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+DATA_FORMS = (
+    "--data accepts: the official CIFAR-10 archive cifar-10-python.tar.gz or the folder it extracts to; "
+    "an image-folder tree train/<class>/*.jpg (and test/<class>/*.jpg) as a folder, .tar or .tar.gz; "
+    "or a folder of <class>/* images."
+)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole data set in memory: uint8 images (N, C, H, W) and int64 labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SEARCH_CACHE_DIR", Path.home() / ".cache" / "batch-size-search"))
+
+
+def load_dataset(spec: DatasetSpec) -> ImageData:
+    """Load (decoding on first use, then from the cache) and check a data set."""
+    if spec.name == "synthetic":
+        return _synthetic(spec)
+    source = Path(spec.path).expanduser() if spec.path else _download_cifar10()
+    if not source.exists():
+        raise UserError(f"Data not found at {source}. {DATA_FORMS}")
+    data = _cached(source, spec.image_size)
+    _check(data)
+    return data
+
+
+
+
+def _check(data: ImageData) -> None:
+    if data.num_classes < 2:
+        raise UserError(
+            f"{data.source} has {data.num_classes} class(es) ({', '.join(data.classes) or 'none'}); "
+            "a classifier needs at least two class folders with images."
+        )
+    if len(data.train_images) == 0:
+        raise UserError(f"{data.source} has no training images. {DATA_FORMS}")
+
+
+def _cache_key(source: Path, image_size: int | None) -> str:
+    stat = source.stat()
+    identity = json.dumps([str(source.resolve()), stat.st_size, stat.st_mtime_ns, image_size, _CACHE_FORMAT])
+    return hashlib.sha1(identity.encode()).hexdigest()[:16]
+
+
+def _cached(source: Path, image_size: int | None) -> ImageData:
+    """Decode once; later loads read plain .npy files (well under a second for CIFAR-10)."""
+    entry = cache_dir() / "decoded" / _cache_key(source, image_size)
+    if (entry / "meta.json").exists():
+        classes = json.loads((entry / "meta.json").read_text())["classes"]
+        arrays = {name: np.load(entry / f"{name}.npy") for name in _ARRAYS}
+    else:
+        arrays, classes = _decode(source, image_size)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=entry.parent))
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array)
+        (staging / "meta.json").write_text(json.dumps({"classes": classes, "source": str(source)}))
+        try:
+            staging.rename(entry)  # atomic: concurrent workers never see half a cache entry
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    tensors = [torch.from_numpy(arrays[name]) for name in _ARRAYS]
+    return ImageData(*tensors, tuple(classes), str(source))
+
+
+def _decode(source: Path, image_size: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    print(f"decoding {source} (once; later runs load the cache in {cache_dir()})", flush=True)
+    try:
+        if source.is_dir():
+            if (source / "data_batch_1").exists() or (source / "cifar-10-batches-py").is_dir():
+                return _official_cifar_dir(source)
+            return _image_folder(_folder_members(source), image_size, str(source))
+        if not tarfile.is_tarfile(source):
+            raise UserError(f"{source} is neither a folder nor a readable .tar/.tar.gz archive. {DATA_FORMS}")
+        with tarfile.open(source, "r:*") as archive:
+            names = archive.getnames()
+            if any(name.endswith("data_batch_1") for name in names):
+                return _official_cifar_tar(archive)
+            return _image_folder(_tar_members(archive), image_size, str(source))
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise UserError(f"Could not read {source}: {error}. The archive may be truncated or corrupt; {DATA_FORMS}") from None
+
+
+# -- official CIFAR-10 python format ---------------------------------------------------------
+
+def _official_batches(read) -> tuple[dict[str, np.ndarray], list[str]]:  # type: ignore[no-untyped-def]
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        raw = pickle.loads(read(name), encoding="bytes")
+        return np.asarray(raw[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(raw[b"labels"], dtype=np.int64)
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = batch("test_batch")
+    classes = [c.decode() for c in pickle.loads(read("batches.meta"), encoding="bytes")[b"label_names"]]
+    arrays = {
+        "train_x": np.concatenate([x for x, _ in train]),
+        "train_y": np.concatenate([y for _, y in train]),
+        "test_x": test_x,
+        "test_y": test_y,
+    }
+    return arrays, classes
+
+
+def _official_cifar_dir(source: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    root = source / "cifar-10-batches-py" if (source / "cifar-10-batches-py").is_dir() else source
+    return _official_batches(lambda name: (root / name).read_bytes())
+
+
+def _official_cifar_tar(archive: tarfile.TarFile) -> tuple[dict[str, np.ndarray], list[str]]:
+    by_name = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+
+    def read(name: str) -> bytes:
+        handle = archive.extractfile(by_name[name])
+        assert handle is not None
+        return handle.read()
+
+    return _official_batches(read)
+
+
+# -- image folders ---------------------------------------------------------------------------
+
+# (split, class, encoded bytes); split is "train" or "test".
+_Member = tuple[str, str, bytes]
+_CHUNK = 1024  # images per decoding job: large enough to amortize the hand-off, small enough to stream
+
+
+def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """`.../train/<class>/<file>` -> ("train", class); a bare `<class>/<file>` counts as train."""
+    if len(parts) >= 3 and parts[-3] in ("train", "test"):
+        return parts[-3], parts[-2]
+    if len(parts) == 2:
+        return "train", parts[0]
+    return None
+
+
+def _folder_members(root: Path) -> Iterator[_Member]:
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            place = _split_and_class(path.relative_to(root).parts)
+            if place:
+                yield (*place, path.read_bytes())
+
+
+def _tar_members(archive: tarfile.TarFile) -> Iterator[_Member]:
+    for member in archive:
+        if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+            parts = Path(member.name).parts
+            place = _split_and_class(parts) or (_split_and_class(parts[1:]) if len(parts) == 3 else None)
+            if place:
+                handle = archive.extractfile(member)
+                assert handle is not None
+                yield (*place, handle.read())
+
+
+def _size_mismatch(shapes: set[tuple[int, ...]]) -> str:
+    sizes = ", ".join(f"{w}x{h}" for h, w, *_ in sorted(shapes)[:3])
+    return f"images differ in size ({sizes}...); set dataset.image_size in the study file to resize them"
+
+
+def _decode_chunk(blobs: list[bytes], image_size: int | None) -> np.ndarray | str:
+    """Decode a chunk into one (n, C, H, W) array, or say what is wrong with it."""
+    images = []
+    for blob in blobs:
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                image = image.convert("RGB")
+                if image_size is not None and image.size != (image_size, image_size):
+                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image))
+        except (UnidentifiedImageError, OSError) as error:
+            return f"an image could not be decoded ({error})"
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        return _size_mismatch(shapes)
+    return np.stack(images).transpose(0, 3, 1, 2)
+
+
+def _image_folder(members: Iterator[_Member], image_size: int | None, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Decode on every core while the archive is still being read; copy each chunk into its split as it lands.
+
+    Reading finishes well before decoding, so the splits' sizes are known in time to allocate the
+    final arrays once: peak memory stays near one copy of the images plus the encoded files.
+    """
+    places: list[tuple[str, str]] = []
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        jobs = []
+        while chunk := list(itertools.islice(members, _CHUNK)):
+            places.extend((split, cls) for split, cls, _ in chunk)
+            jobs.append(pool.submit(_decode_chunk, [blob for _, _, blob in chunk], image_size))
+        try:
+            classes, labels, is_train = _labels(places, source)
+            splits = _fill_splits(jobs, is_train, source)
+        except UserError:
+            pool.shutdown(cancel_futures=True)
+            raise
+    arrays = {"train_x": splits[True], "train_y": labels[is_train], "test_x": splits[False], "test_y": labels[~is_train]}
+    return arrays, classes
+
+
+def _labels(places: list[tuple[str, str]], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names, integer labels and the train/test mask of every image, in reading order."""
+    if not places:
+        raise UserError(f"{source} holds no images in a train/<class>/ or <class>/ layout. {DATA_FORMS}")
+    classes = sorted({cls for split, cls in places if split == "train"})
+    unknown = sorted({cls for split, cls in places if split == "test"} - set(classes))
+    if unknown:
+        raise UserError(f"{source}: test classes {unknown} have no training folder; train/ and test/ must hold the same classes.")
+    index = {cls: i for i, cls in enumerate(classes)}
+    labels = np.array([index[cls] for _, cls in places], dtype=np.int64)
+    return classes, labels, np.array([split == "train" for split, _ in places])
+
+
+def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str) -> dict[bool, np.ndarray]:
+    """Copy each decoded chunk into the train (True) or test (False) array and drop it at once."""
+    splits: dict[bool, np.ndarray] = {}
+    filled = {True: 0, False: 0}
+    start = 0
+    while jobs:
+        decoded = jobs.pop(0).result()
+        if isinstance(decoded, str):
+            raise UserError(f"{source}: {decoded}. Remove or replace the broken file.")
+        if not splits:
+            splits = {flag: np.empty(((is_train == flag).sum(), *decoded.shape[1:]), dtype=np.uint8) for flag in (True, False)}
+        elif decoded.shape[1:] != splits[True].shape[1:]:
+            raise UserError(f"{source}: {_size_mismatch({splits[True].shape[2:], decoded.shape[2:]})}.")
+        for flag, target in splits.items():
+            part = decoded[is_train[start : start + len(decoded)] == flag]
+            target[filled[flag] : filled[flag] + len(part)] = part
+            filled[flag] += len(part)
+        start += len(decoded)
+    return splits
+
+
+# -- download and synthetic data -------------------------------------------------------------
+
+def _download_cifar10() -> Path:
+    target = cache_dir() / "cifar-10-python.tar.gz"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    print(f"downloading CIFAR-10 from {CIFAR10_URL} to {target}", flush=True)
+    try:
+        urllib.request.urlretrieve(CIFAR10_URL, partial)
+    except (urllib.error.URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise UserError(
+            f"CIFAR-10 is not on this machine and could not be downloaded ({error}). "
+            f"Point the study at a local copy with --data PATH. {DATA_FORMS}"
+        ) from None
+    digest = hashlib.md5(partial.read_bytes()).hexdigest()
+    if digest != CIFAR10_MD5:
+        partial.unlink()
+        raise UserError(f"The downloaded CIFAR-10 archive has checksum {digest}, expected {CIFAR10_MD5}; try again or use --data.")
+    partial.rename(target)
+    return target
+
+
+def _synthetic(spec: DatasetSpec) -> ImageData:
+    """Class prototypes (smooth random images) plus strong pixel noise: learnable, not trivial."""
+    size = spec.image_size or 16
+    generator = torch.Generator().manual_seed(1234)
+    low_res = torch.rand(spec.num_classes, 3, 4, 4, generator=generator)
+    prototypes = torch.nn.functional.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, spec.num_classes, (n,), generator=generator)
+        noise = 0.35 * torch.randn(n, 3, size, size, generator=generator)
+        images = (prototypes[labels] + noise).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8), labels
+
+    train_x, train_y = draw(spec.train_examples)
+    test_x, test_y = draw(spec.test_examples)
+    classes = tuple(f"class_{i}" for i in range(spec.num_classes))
+    return ImageData(train_x, train_y, test_x, test_y, classes, "synthetic")

@@ -1,0 +1,331 @@
+"""`python -m search.speed --study NAME`: how many examples per second this device trains, per batch size.
+
+A fixed example budget says which batch size learns most per example; users pay in seconds.
+This measures the other half on the user's own device: the examples/s of a full training step
+(the study's model, the on-device data path with its augmentation, forward, backward, SGD
+step) for each power-of-two micro-batch size, after a warm-up, over repeated timed windows
+(median and spread). The profile is stored on the study, one per device, and used to turn a
+time budget into step counts (`budget_seconds`), to pick the fastest micro-batch, and in the
+report. It takes seconds: 16.5 s for airbench [32, 64, 128] at batch sizes 8-256 on one thread
+of our 2-core CPU while other jobs loaded it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from search.config.spec import StudySpec
+from search.data.source import TrialData
+from search.train.model import build_model, training_step
+from search.train.optim import build_optimizer
+from search.errors import UserError
+from search.measure.profile import PROFILE_ATTR_PREFIX, SizeSpeed, SpeedProfile
+from search.train.plan import TrainingPlan
+
+SMALLEST_SIZE = 8
+REPEATS = 5
+# Timed seconds per batch size (all repeats together), and the warm-up before them: enough
+# for a stable median on a tiny model, short enough that a whole profile takes seconds.
+TIMED_SECONDS = 0.4
+WARMUP_SECONDS = 0.1
+# The whole profile stops adding larger sizes once it has spent this long...
+PROFILE_SECONDS = 30.0
+# ...or once throughput has fallen for two sizes in a row to below this share of the best:
+# on a CPU larger batches only get slower, and measuring them costs the most.
+FALLING_BELOW = 0.75
+# On the CPU, sizes whose estimated memory would exceed this share of the free memory are skipped.
+CPU_MEMORY_SHARE = 0.5
+# Windows of one size this far apart mean the device was shared while measuring.
+NOISY_RATIO = 2.0
+CPU_MEMORY_METHOD = (
+    "estimate: tensors saved for backward + weights, gradients and momentum (saved-tensor hooks); "
+    "a lower bound, allocator temporaries not counted"
+)
+CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated over the size's warm-up steps, less what other sizes held"
+
+
+
+
+
+
+
+
+def profile_sizes(spec: StudySpec) -> list[int]:
+    """Powers of two from the smallest batch size (at most 8) to the first at or above the largest."""
+    sizes = spec.search_space.batch_sizes()
+    size = 1 << (min(min(sizes), SMALLEST_SIZE).bit_length() - 1)
+    result = [size]
+    while result[-1] < max(sizes):
+        result.append(result[-1] * 2)
+    return result
+
+
+def _free_memory_bytes() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+class _StepRunner:
+    """One optimizer step on the real path: augmented batches from the device data, the model, SGD."""
+
+    def __init__(self, spec: StudySpec, data: TrialData, batch_size: int) -> None:
+        torch.manual_seed(0)
+        self.model = build_model(spec, data).to(data.device, memory_format=data.memory_format).train()
+        self.training = training_step(spec, self.model, data.device)
+        self.optimizer = build_optimizer(self.model.parameters(), spec.optimizer, lr=1e-4, momentum=0.9)
+        self.batches = iter(data.train_batches(batch_size, seed=0))
+        self.batch_size = batch_size
+        self.device = data.device
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.training.accumulate(next(self.batches), None, self.batch_size)
+        self.optimizer.step()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timed(self, steps: int) -> float:
+        self.sync()
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.sync()
+        return time.perf_counter() - started
+
+    def state_bytes(self) -> int:
+        """Weights, gradients and momentum buffers."""
+        return 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def saved_bytes_step(self) -> int:
+        """One step, counting the bytes autograd keeps for backward (the activations)."""
+        saved = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal saved
+            saved += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            self.step()
+        return saved
+
+
+@dataclass
+class _Candidate:
+    """A warmed-up size awaiting its timed windows."""
+
+    runner: _StepRunner
+    batch_size: int
+    step_seconds: float  # from the warm-up: sizes the timed windows
+    peak_memory_bytes: int
+    rates: list[float]
+
+    @property
+    def steps_per_repeat(self) -> int:
+        return max(1, round(TIMED_SECONDS / REPEATS / self.step_seconds))
+
+
+def _warm_up(runner: _StepRunner, batch_size: int) -> _Candidate:
+    """At least two steps and WARMUP_SECONDS, so allocator and kernels settle; measures memory on the way."""
+    on_cuda = runner.device.type == "cuda"
+    if on_cuda:
+        # The other sizes' models stay allocated: count from what was there before this one's weights.
+        baseline = torch.cuda.memory_allocated(runner.device) - runner.state_bytes() // 3
+        torch.cuda.reset_peak_memory_stats(runner.device)
+        runner.step()
+        memory = 0
+    else:
+        memory = runner.saved_bytes_step() + runner.state_bytes()
+    warm, steps = runner.timed(1), 1
+    while warm < WARMUP_SECONDS:
+        warm += runner.timed(1)
+        steps += 1
+    if on_cuda:
+        memory = torch.cuda.max_memory_allocated(runner.device) - baseline
+    return _Candidate(runner, batch_size, warm / steps, memory, [])
+
+
+def _stop_before(batch_size: int, warmed: list[_Candidate], spent: float, device: torch.device) -> str | None:
+    """Why not to measure `batch_size` and anything larger, or None to go on."""
+    last = warmed[-1]
+    # Warm-up and timed windows of the next size cost about twice this one's (its steps are twice as long).
+    next_cost = 2 * (WARMUP_SECONDS + TIMED_SECONDS + 2 * last.step_seconds)
+    committed = sum(TIMED_SECONDS + c.step_seconds * REPEATS for c in warmed)
+    if spent + committed + next_cost > PROFILE_SECONDS:
+        return f"time limit: the {PROFILE_SECONDS:.0f} s profile would be exceeded by batch size {batch_size:,}"
+    if device.type == "cpu" and 2 * last.peak_memory_bytes > CPU_MEMORY_SHARE * _free_memory_bytes():
+        return f"batch size {batch_size:,} would need about {2 * last.peak_memory_bytes / 2**20:,.0f} MB, over half the free memory"
+    rates = [c.batch_size / c.step_seconds for c in warmed]
+    falling = len(rates) >= 3 and rates[-1] < rates[-2] < rates[-3]
+    if falling and rates[-1] < FALLING_BELOW * max(rates):
+        return (
+            f"throughput fell two sizes in a row to {rates[-1] / max(rates):.0%} of the best in warm-up: larger sizes are "
+            f"slower still on this device (rates beyond {last.batch_size:,} are extrapolated)"
+        )
+    return None
+
+
+def measure(
+    spec: StudySpec, data: TrialData, device_name: str, on_size: Callable[[SizeSpeed], None] | None = None,
+) -> SpeedProfile:
+    """Warm up every size in increasing order until the largest, memory, time or falling throughput stops it,
+    then time them in interleaved rounds: on a shared machine a burst of load then hits every size alike."""
+    started = time.perf_counter()
+    warmed: list[_Candidate] = []
+    sizes = profile_sizes(spec)
+    stopped = f"reached the study's largest batch size ({max(spec.search_space.batch_sizes()):,})"
+    for batch_size in sizes:
+        reason = _stop_before(batch_size, warmed, time.perf_counter() - started, data.device) if warmed else None
+        if reason:
+            stopped = reason
+            break
+        try:
+            warmed.append(_warm_up(_StepRunner(spec, data, batch_size), batch_size))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            stopped = f"out of memory at batch size {batch_size:,}"
+            break
+    if not warmed:
+        raise UserError(f"Not even batch size {sizes[0]} fits on {device_name}: use a smaller model or a larger device.")
+    for _ in range(REPEATS):
+        for candidate in warmed:
+            steps = candidate.steps_per_repeat
+            candidate.rates.append(steps * candidate.batch_size / candidate.runner.timed(steps))
+    measured = []
+    for candidate in warmed:
+        size = SizeSpeed(
+            batch_size=candidate.batch_size,
+            examples_per_second=statistics.median(candidate.rates),
+            slowest=min(candidate.rates),
+            fastest=max(candidate.rates),
+            repeats=REPEATS,
+            steps_per_repeat=candidate.steps_per_repeat,
+            peak_memory_bytes=candidate.peak_memory_bytes,
+        )
+        measured.append(size)
+        if on_size:
+            on_size(size)
+    return SpeedProfile(
+        device=device_name,
+        model=spec.model.describe(),
+        sizes=tuple(measured),
+        memory_method=CUDA_MEMORY_METHOD if data.device.type == "cuda" else CPU_MEMORY_METHOD,
+        stopped=stopped,
+        measured_at=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        seconds=time.perf_counter() - started,
+    )
+
+
+# -- storage on the study -------------------------------------------------------------------
+
+def stored(study: optuna.Study, device_name: str) -> SpeedProfile | None:
+    raw = study.user_attrs.get(PROFILE_ATTR_PREFIX + device_name)
+    return SpeedProfile.from_dict(raw) if raw else None
+
+
+def all_stored(study: optuna.Study) -> list[SpeedProfile]:
+    """Every device's profile: a study whose workers ran on different devices keeps one each."""
+    return [SpeedProfile.from_dict(v) for k, v in sorted(study.user_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
+
+
+def store(study: optuna.Study, profile: SpeedProfile) -> None:
+    study.set_user_attr(PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
+
+
+# -- the time budget ------------------------------------------------------------------------
+
+def time_budget_steps(seconds: float, profile: SpeedProfile, batch_size: int, micro_batch_size: int | None = None) -> int:
+    """Optimizer steps that take `seconds` at the profile's rate: the count, not the clock, is what trains."""
+    return math.floor(seconds * profile.rate(micro_batch_size or batch_size) / batch_size)
+
+
+def time_plan(plan: TrainingPlan, spec: StudySpec, profile: SpeedProfile) -> tuple[TrainingPlan, dict[str, Any]]:
+    """A trial's steps and checkpoints under `budget_seconds`, and the attributes that record the prediction.
+
+    Steps and checkpoint steps are fixed from the stored profile, never from the live clock,
+    so the learning-rate schedule completes and a rerun trains exactly the same steps. The
+    rate is that of the micro-batch the step runs in. Checkpoint k falls after
+    round(k x report_every_ms x rate / batch size) steps: at equal predicted time for every
+    batch size, to within half a step.
+    """
+    assert spec.budget_seconds is not None
+    rate = profile.rate(plan.micro_batch_size or plan.batch_size)
+    steps = time_budget_steps(spec.budget_seconds, profile, plan.batch_size, plan.micro_batch_size)
+    steps_per_checkpoint = max(1, round(spec.report_every_ms() / 1000 * rate / plan.batch_size))
+    timing = {
+        "budget_seconds": spec.budget_seconds,
+        "predicted_examples_per_second": rate,
+        "predicted_seconds": steps * plan.batch_size / rate,
+        "report_every_examples": steps_per_checkpoint * plan.batch_size,
+        "report_every_ms": spec.report_every_ms(),
+    }
+    return replace(plan, steps=steps, report_every_examples=steps_per_checkpoint * plan.batch_size), timing
+
+
+def check_time_budget(spec: StudySpec, profile: SpeedProfile) -> None:
+    """In time mode, every batch size must get `min_steps` steps on this device (the profile decides)."""
+    assert spec.budget_seconds is not None
+    short = {b: time_budget_steps(spec.budget_seconds, profile, b) for b in spec.search_space.batch_sizes()}
+    short = {b: steps for b, steps in short.items() if steps < spec.min_steps}
+    if short:
+        needed = max(spec.min_steps * b / profile.rate(b) for b in short)
+        raise UserError(
+            f"budget_seconds {spec.budget_seconds:g} gives fewer than min_steps={spec.min_steps} steps on {profile.device} to "
+            f"batch sizes {', '.join(f'{b:,} ({s} steps)' for b, s in short.items())}; raise --budget-seconds to at least "
+            f"{math.ceil(needed)}, lower the largest batch size, or lower min_steps."
+        )
+
+
+def ensure_profile(
+    study: optuna.Study, spec: StudySpec, data: TrialData, device_name: str, measure_if_missing: bool = True,
+) -> SpeedProfile | None:
+    """The study's profile for this device, measured and stored first if there is none (and allowed)."""
+    profile = stored(study, device_name)
+    if profile is None and measure_if_missing:
+        print(f"speed    no profile for {device_name} yet: measuring (seconds; --skip-speed-profile skips it)", flush=True)
+        profile = measure(spec, data, device_name)
+        store(study, profile)
+        print(format_table(profile), flush=True)
+    if spec.budget_seconds is not None:
+        if profile is None:
+            raise UserError(
+                f"A time budget (budget_seconds) needs the speed profile of {device_name} to turn seconds into steps, and "
+                f"the study has none: leave out --skip-speed-profile, or run `python -m search.speed --study {spec.name}` first."
+            )
+        check_time_budget(spec, profile)
+    return profile
+
+
+# -- the command line -----------------------------------------------------------------------
+
+def format_table(profile: SpeedProfile) -> str:
+    fastest = profile.fastest()
+    lines = [
+        f"speed profile of {profile.model} on {profile.device} ({profile.measured_at}, took {profile.seconds:.1f} s): "
+        f"a full training step, median of {REPEATS} interleaved timed windows after warm-up",
+        f"{'batch':>7}  {'examples/s':>10}  {'spread':>7}  {'slowest':>9}  {'fastest':>9}  {'step ms':>8}  {'peak memory':>11}",
+    ]
+    for s in profile.sizes:
+        lines.append(
+            f"{s.batch_size:>7,}  {s.examples_per_second:>10,.0f}  {s.spread:>7.1%}  {s.slowest:>9,.0f}  {s.fastest:>9,.0f}  "
+            f"{1000 * s.batch_size / s.examples_per_second:>8.1f}  {s.peak_memory_bytes / 2**20:>8,.1f} MB"
+            + ("  <- fastest" if s is fastest else "")
+        )
+    noisy = [s.batch_size for s in profile.sizes if s.fastest > NOISY_RATIO * s.slowest]
+    if noisy:
+        lines.append(
+            f"noisy: at batch sizes {', '.join(map(str, noisy))} the fastest window ran over {NOISY_RATIO:g}x the slowest; "
+            f"the device is busy with other work: measure again when it is idle (python -m search.speed)"
+        )
+    lines.append(f"largest size: {profile.stopped}")
+    lines.append(f"peak memory: {profile.memory_method}")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Typed, torch-free records of what a trial samples and produces: written by the trial, read by storage views, analysis and reports.
+
+A trial's results are stored as Optuna user attributes, one per field of `TrialRecord` (a
+test-set run of `search.evaluate`: `EvaluationRecord`). Every attribute name is defined here
+once: the trial writes `record.attrs()`, readers use `TrialRecord.of(trial).effective_lr`, and
+the SQL views (`search.store.views`) get one column per field, typed from its annotation.
+Standard library only, so storage views, analysis and the HTML report never import torch.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Literal, Mapping, Protocol, TypeVar
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    examples_seen: int
+    train_loss: float
+    val_loss: float
+    val_acc: float | None  # None unless the study's loss is a classification loss
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    batch_size: int
+    lr: float  # as sampled, in the study's parameterization
+    momentum: float
+    effective_lr: float  # what the optimizer gets
+    schedule: str  # decay_lr | grow_batch
+
+
+# `search.probe` stores each run on the study under this prefix and its UTC time.
+PROBE_PREFIX = "noise_scale_probe:"
+
+# How a field reads in SQL: a whole number, a floating-point number, or text.
+Kind = Literal["integer", "real", "text"]
+
+_Record = TypeVar("_Record", bound="_Attributes")
+
+
+class _HasUserAttrs(Protocol):
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
+class _SetsUserAttrs(Protocol):
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+
+
+def is_finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite (bools and text are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def column_kinds(record: type) -> dict[str, Kind]:
+    """Each field of a record dataclass, in order, with how SQL reads it (from its annotation).
+
+    A field that may hold text (e.g. `normalization_batch`: "full" or a number) reads as text.
+    """
+    hints = typing.get_type_hints(record)
+    kinds: dict[str, Kind] = {}
+    for field in fields(record):
+        types = set(typing.get_args(hints[field.name]) or (hints[field.name],)) - {type(None)}
+        kinds[field.name] = "text" if str in types else "real" if float in types else "integer"
+    return kinds
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Attributes:
+    """A record stored as Optuna user attributes, one per field; None means not stored."""
+
+    # Values that trials stored before a field existed read as.
+    READ_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The attribute names, in field order: the columns of the SQL views."""
+        return tuple(field.name for field in fields(cls))
+
+    @classmethod
+    def from_attrs(cls: type[_Record], user_attrs: Mapping[str, Any]) -> _Record:
+        """The record of stored user attributes; unknown keys (other tools' attributes) are ignored."""
+        known = set(cls.names())
+        return cls(**{**cls.READ_DEFAULTS, **{k: v for k, v in user_attrs.items() if k in known}})
+
+    @classmethod
+    def of(cls: type[_Record], trial: _HasUserAttrs) -> _Record:
+        """The record of an Optuna trial (frozen or running)."""
+        return cls.from_attrs(trial.user_attrs)
+
+    def attrs(self) -> dict[str, Any]:
+        """What is written: every field that has a value."""
+        return {name: value for name in self.names() if (value := getattr(self, name)) is not None}
+
+    def store(self, trial: _SetsUserAttrs) -> None:
+        """Write `attrs()` to an Optuna trial (one user attribute each)."""
+        for name, value in self.attrs().items():
+            trial.set_user_attr(name, value)
+
+    def finite(self: _Record) -> _Record:
+        """This record with NaN and infinities as None, as the SQL views read them (and valid JSON)."""
+        return replace(self, **{
+            name: None for name in self.names() if isinstance(value := getattr(self, name), float) and not math.isfinite(value)
+        })
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(_Attributes):
+    """What every training run stores: a search trial and a test-set run of `search.evaluate` alike."""
+
+    READ_DEFAULTS: ClassVar[Mapping[str, Any]] = {"optimizer": "sgd"}  # the only optimizer before the field existed
+
+    reason: str | None = None  # why it was pruned or failed; "" when it was not
+    effective_lr: float | None = None  # the learning rate the optimizer gets
+    steps: int | None = None  # optimizer steps planned
+    budget_examples: int | None = None
+    seed: int | None = None  # fixes the initial weights and the batch order
+    schedule: str | None = None  # decay_lr | grow_batch
+    device: str | None = None
+    optimizer: str | None = None  # "sgd" | "adamw"
+    examples_seen: int | None = None  # training examples actually trained
+    wall_seconds: float | None = None  # the whole run, validation included
+    examples_per_second: float | None = None  # training examples per second of training (validation excluded)
+    train_loss: float | None = None  # at the last validation
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord(RunRecord):
+    """Every user attribute a search trial stores (`search.study.objective`).
+
+    The accuracy fields are None when the study's loss is not a classification loss.
+    """
+
+    micro_batch_size: int | None = None  # examples per forward/backward pass
+    normalization_batch: int | str | None = None  # "full" or the ghost batch size
+    worker: str | None = None  # host:pid
+    train_seconds: float | None = None  # training, validation excluded
+    final_val_loss: float | None = None
+    final_val_acc: float | None = None
+    best_val_loss: float | None = None  # lowest over the validations
+    best_val_acc: float | None = None  # at the validation of the lowest loss
+    # A time budget (`budget_seconds`): what the speed profile predicted, and the checkpoint spacing.
+    budget_seconds: float | None = None
+    predicted_examples_per_second: float | None = None
+    predicted_seconds: float | None = None
+    report_every_examples: int | None = None
+    report_every_ms: int | None = None
+    # Diagnostics at the final weights (`search.measure.sharpness`).
+    train_subset_loss: float | None = None
+    generalization_gap: float | None = None  # validation loss - training-subset loss
+    sharpness: float | None = None  # top Hessian eigenvalue of the training loss
+    sharpness_change: float | None = None  # relative change in the last power iteration
+    diagnostics_seconds: float | None = None
+    diagnostics_skipped: str | None = None  # why the sharpness was not measured
+    retry_of: int | None = None  # the trial number this one re-runs (lost worker or interrupted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRecord(RunRecord):
+    """Every user attribute a test-set run of `search.evaluate` stores (studies `<study>:evaluation`)."""
+
+    source_trial: int | None = None  # the search trial whose configuration this retrains
+    train_images: int | None = None
+    test_images: int | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None  # None unless the loss is a classification loss

@@ -1,0 +1,309 @@
+"""The report's figures: matplotlib PNGs of what `search.analysis` computes (no torch)."""
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from search.analysis.diagnostics import (  # noqa: E402
+    DIAGNOSTICS,
+    KNEE_WITHIN,
+    diagnosed,
+    empirical_knee,
+    median_by_size,
+)
+from search.analysis.per_batch_size import NEAR_BEST, BatchSizeResult  # noqa: E402
+from search.analysis.pruning import examples_at_end, examples_trained, finished  # noqa: E402
+from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
+from search.analysis.speeds import DeviceSpeeds, trial_points  # noqa: E402
+from search.analysis.trials import loss_bound  # noqa: E402
+from search.measure.profile import SpeedProfile  # noqa: E402
+from search.record import TrialRecord  # noqa: E402
+
+FIGURE_DPI = 110
+_GREY = "#b0b0b0"
+
+
+def _log2_axis(axis: plt.Axes, sizes: list[int]) -> None:
+    axis.set_xscale("log", base=2)
+    axis.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)  # room for the markers at both ends
+    axis.set_xticks(sizes, [f"{b:,}" for b in sizes])
+    axis.minorticks_off()
+    axis.set_xlabel("batch size")
+    axis.grid(alpha=0.3)
+
+
+def _mark_unmeasured(axis: plt.Axes, results: list[BatchSizeResult]) -> None:
+    """A red "0/n" (completed/sampled) where a batch size has no point, so a gap is not read as a trend."""
+    for r in results:
+        if r.best is None:
+            axis.text(r.batch_size, 0.03, f"0/{r.sampled}", transform=axis.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="C3")
+
+
+def _plot_measured(axis: plt.Axes, results: list[BatchSizeResult], values: list[float | None], color: str, label: str | None = None) -> None:
+    """Markers per batch size, solid lines between neighbours in the search space, dotted across gaps."""
+    points = [(r.batch_size, v) for r, v in zip(results, values) if v is not None]
+    axis.plot([x for x, _ in points], [y for _, y in points], ":", color=color, lw=1, alpha=0.6, zorder=2)
+    axis.plot([x for x, _ in points], [y for _, y in points], "o", color=color, zorder=3, label=label)
+    for (left, a), (right, b) in zip(zip(results, values), list(zip(results, values))[1:]):
+        if a is not None and b is not None:
+            axis.plot([left.batch_size, right.batch_size], [a, b], "-", color=color, zorder=3)
+
+
+def _per_batch_size(
+    axis: plt.Axes, results: list[BatchSizeResult], done: list[FrozenTrial], trial_values: list[float], best_values: list[float | None],
+    color: str, ylabel: str, title: str, label: str | None = None,
+) -> None:
+    """Every completed trial in grey, the best per batch size in colour, and the gaps marked."""
+    axis.scatter([t.params["batch_size"] for t in done], trial_values, s=14, color=_GREY, zorder=2, label=label and "every completed trial")
+    _plot_measured(axis, results, best_values, color, label)
+    _mark_unmeasured(axis, results)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _not_measured(axis: plt.Axes, why: str) -> None:
+    axis.text(0.5, 0.5, why, transform=axis.transAxes, ha="center", fontsize=9)
+
+
+def _save(figure: plt.Figure, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(figure)
+    return path.name
+
+
+def _mark_knee_and_prediction(axis: plt.Axes, results: list[BatchSizeResult], probe: Mapping[str, Any] | None) -> None:
+    """The empirical knee, and the noise-scale probe's predicted critical batch size with its suggested range."""
+    measured = [r.best_loss for r in results if r.best_loss is not None]
+    knee = empirical_knee(results)
+    if knee is not None:
+        axis.axhline(loss_bound(min(measured), KNEE_WITHIN), color="C2", ls=":", lw=1, label=f"within {KNEE_WITHIN:.0%} of the best")
+        axis.axvline(knee, color="C2", lw=1.2, label=f"empirical knee: B={knee:,} (largest within {KNEE_WITHIN:.0%})")
+    critical = probe.get("critical_batch_size") if probe else None
+    if isinstance(critical, (int, float)):
+        low, high = probe["suggested_range"]  # type: ignore[index]
+        axis.axvspan(low, high, color="C3", alpha=0.07, label=f"probe's range B_crit/8 to 2 B_crit: {low:,.0f}–{high:,.0f}")
+        axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_crit ≈ B_simple = {critical:,.0f}")
+
+
+def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path, probe: Mapping[str, Any] | None = None) -> str:
+    sizes = [r.batch_size for r in results]
+    measured = [r for r in results if r.best is not None]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    _per_batch_size(
+        loss_axis, results, done, [t.value for t in done], [r.best_loss for r in results], "C0", "final validation loss",
+        "Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", label="best per batch size",
+    )
+    floor = min(r.best_loss for r in measured)  # type: ignore[type-var]
+    loss_axis.axhline(loss_bound(floor, NEAR_BEST), color="C2", ls="--", lw=1, label=f"within {NEAR_BEST:.0%} of the best")
+    for r in measured:
+        loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    _mark_knee_and_prediction(loss_axis, results, probe)
+    loss_axis.legend(fontsize=7)
+    accuracies = [_or_nan(TrialRecord.of(t).final_val_acc) for t in done]
+    _per_batch_size(
+        acc_axis, results, done, accuracies, [r.best_val_acc for r in results], "C1",
+        "final validation accuracy", "Best validation accuracy per batch size",
+    )
+    if all(r.best_val_acc is None for r in results):
+        _not_measured(acc_axis, "no accuracy: the study's loss is not a classification loss")
+    for axis in (loss_axis, acc_axis):
+        _log2_axis(axis, sizes)
+    return _save(figure, path)
+
+
+def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTrial], fits: tuple[ScalingFit | None, ScalingFit | None], path: Path) -> str:
+    sizes = [r.batch_size for r in results]
+    measured = [r for r in results if r.best is not None]
+    figure, (lr_axis, momentum_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lr_axis.scatter(
+        [t.params["batch_size"] for t in done], [_or_nan(TrialRecord.of(t).effective_lr) for t in done], s=14, color=_GREY,
+        label="every completed trial", zorder=2,
+    )
+    fitted = fitted_sizes(results)
+    left_out = [r for r in measured if r not in fitted]
+    lr_axis.plot([r.batch_size for r in fitted], [r.best_effective_lr for r in fitted], "o", color="C0", ms=7, label="best per batch size", zorder=3)
+    adjusted = [r.best_effective_lr / (1 - r.best_momentum) for r in fitted]  # type: ignore[operator]
+    lr_axis.plot([r.batch_size for r in fitted], adjusted, "s", mfc="none", color="C3", label="best: lr / (1 - momentum)", zorder=3)
+    if left_out:
+        lr_axis.plot(
+            [r.batch_size for r in left_out], [r.best_effective_lr for r in left_out], "o", mfc="none", color="C7", ms=7,
+            label=f"best, left out of the fit (loss > {FIT_WITHIN:.0%} worse)", zorder=3,
+        )
+    # Lines only over the fitted batch sizes: no extrapolation.
+    xs = [min(r.batch_size for r in fitted), max(r.batch_size for r in fitted)] if fitted else []
+    for fit, color, what in ((fits[0], "C0", "lr"), (fits[1], "C3", "lr/(1-m)")):
+        if fit is None:
+            continue
+        spread = f" ± {fit.stderr:.2f}" if fit.stderr is not None else " (2 points)"
+        lr_axis.plot(xs, [fit.lr_at(x) for x in xs], "-", color=color, lw=1.2, label=f"{what} ∝ B^{fit.exponent:.2f}{spread}")
+    if fits[0] is not None:
+        # Dotted guides through the fit's middle: what linear (1) and square-root (0.5) scaling would look like.
+        middle = math.sqrt(xs[0] * xs[1])
+        for exponent, style in ((1.0, ":"), (0.5, "-.")):
+            lr_axis.plot(xs, [fits[0].lr_at(middle) * (x / middle) ** exponent for x in xs], style, color="k", lw=0.8, alpha=0.5, label=f"exponent {exponent:g} (guide)")
+    lr_axis.set_yscale("log")
+    lr_axis.set_ylabel("learning rate given to the optimizer")
+    lr_axis.set_title("Best learning rate per batch size (log-log)", fontsize=10)
+    # Below the axes: on log-log axes any corner may hold points.
+    lr_axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    _per_batch_size(
+        momentum_axis, results, done, [t.params.get("momentum", math.nan) for t in done], [r.best_momentum for r in results], "C4",
+        "momentum", "Momentum of the best trial per batch size",
+    )
+    for axis in (lr_axis, momentum_axis):
+        _log2_axis(axis, sizes)
+    return _save(figure, path)
+
+
+def _curve(trial: FrozenTrial) -> tuple[list[int], list[float]]:
+    # Every validation in examples seen, the final one included (also under a time budget).
+    points = trial_points(trial)
+    return [p.examples for p in points], [p.val_loss for p in points]
+
+
+def figure_curves(results: list[BatchSizeResult], budget: int, path: Path) -> str:
+    measured = [r for r in results if r.best is not None]
+    colors = plt.get_cmap("viridis")
+    figure, axis = plt.subplots(figsize=(8, 4.6))
+    curves = [(r, *_curve(r.best)) for r in measured]  # type: ignore[arg-type]
+    for index, (r, xs, ys) in enumerate(curves):
+        color = colors(index / max(1, len(measured) - 1))
+        axis.plot(xs, ys, "o-", ms=3, color=color, label=f"B={r.batch_size:,} (trial {r.best.number})")  # type: ignore[union-attr]
+    # A curve that blew up would squash the others flat: cut the axis at 1.5x the typical first
+    # validation loss, and say so.
+    firsts = [ys[0] for _, _, ys in curves if ys and math.isfinite(ys[0])]
+    values = [y for _, _, ys in curves for y in ys if math.isfinite(y)]
+    if firsts and values:
+        top = 1.5 * statistics.median(firsts)
+        if max(values) > top:
+            axis.set_ylim(min(values) * 0.95, top)
+            off = ", ".join(f"B={r.batch_size:,} (up to {max(ys):.3g})" for r, _, ys in curves if ys and max(ys) > top)
+            axis.text(0.01, 0.99, f"cut off above {top:.3g}: {off}", transform=axis.transAxes, va="top", fontsize=8, color="C3")
+    axis.set_xlim(0, budget * 1.02)
+    axis.set_xlabel("training examples seen")
+    axis.set_ylabel("validation loss")
+    axis.set_title("Validation loss of the best trial of each batch size, at equal examples seen", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2, loc="upper right")
+    return _save(figure, path)
+
+
+def figure_pruning(trials: list[FrozenTrial], budget: int, path: Path) -> str:
+    ended = sorted(finished(trials), key=lambda t: t.number)
+    seen = [examples_trained(t) for t in ended]
+    figure, (bar_axis, total_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    bar_axis.bar(
+        [t.number for t in ended], seen, color=["C0" if t.state == TrialState.COMPLETE else "C1" for t in ended], width=0.8
+    )
+    bar_axis.axhline(budget, color="k", lw=0.8, ls="--")
+    bar_axis.legend(
+        handles=[Patch(color="C0", label="completed"), Patch(color="C1", label="pruned"), Line2D([], [], color="k", lw=0.8, ls="--", label="budget")],
+        fontsize=8, loc="upper right", framealpha=0.9,
+    )
+    bar_axis.set_xlabel("trial")
+    bar_axis.set_ylabel("examples trained")
+    bar_axis.set_title("Examples each trial trained before it ended", fontsize=10)
+    numbers = [t.number for t in ended]
+    at_end = itertools.accumulate(examples_at_end(t, budget) for t in ended)
+    total_axis.plot(numbers, list(at_end), "--", color="k", label="every trial run to the end")
+    total_axis.plot(numbers, list(itertools.accumulate(seen)), "-", color="C1", label="with pruning")
+    total_axis.set_xlabel("trial")
+    total_axis.set_ylabel("examples trained, cumulative")
+    total_axis.set_title("Compute spent: examples trained by all trials so far", fontsize=10)
+    total_axis.legend(fontsize=8)
+    for axis in (bar_axis, total_axis):
+        axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def figure_two_speeds(speeds: DeviceSpeeds, path: Path) -> str:
+    """Best loss so far per batch size against examples (left) and training seconds (right), the target marked."""
+    colors = plt.get_cmap("viridis")
+    sizes = sorted(speeds.by_examples)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for axis, curves, unit in ((axes[0], speeds.by_examples, "training examples seen"), (axes[1], speeds.by_seconds, "training seconds (estimated)")):
+        for index, size in enumerate(sizes):
+            xs, ys = zip(*curves[size])
+            color = colors(index / max(1, len(sizes) - 1))
+            axis.plot(xs, ys, "o-", drawstyle="steps-post", ms=3, color=color, label=f"B={size:,} ({speeds.trials[size]} trials)")
+        axis.axhline(speeds.target_loss, color="C3", ls="--", lw=1, label=f"target {speeds.target_loss:.4f}")
+        axis.set_xlabel(unit)
+        axis.grid(alpha=0.3)
+    for index, size in enumerate(sizes):
+        reached = speeds.seconds_to_target[size]
+        if reached is not None:
+            axes[1].plot([reached], [speeds.target_loss], "v", ms=9, color=colors(index / max(1, len(sizes) - 1)), zorder=4)
+    firsts = [curve[0][1] for curve in speeds.by_examples.values()]
+    lows = [curve[-1][1] for curve in speeds.by_examples.values()]
+    axes[0].set_ylim(min(lows + [speeds.target_loss]) * 0.97, max(1.3 * statistics.median(firsts), speeds.target_loss * 1.1))
+    axes[0].set_ylabel("best validation loss so far")
+    axes[0].set_title("At equal examples seen", fontsize=10)
+    axes[1].set_title(f"At equal wall-clock training time on {speeds.device}\n(triangles: first reaching the target)", fontsize=10)
+    axes[1].legend(fontsize=8, ncol=2, loc="upper right")
+    return _save(figure, path)
+
+
+def figure_profile(profiles: list[SpeedProfile], trials: list[FrozenTrial], path: Path) -> str:
+    """Examples/s per batch size from each device's profile, and what the trials on that device measured."""
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    sizes: set[int] = set()
+    for index, profile in enumerate(profiles):
+        color = f"C{index}"
+        xs = [s.batch_size for s in profile.sizes]
+        rates = [s.examples_per_second for s in profile.sizes]
+        errors = [[r - s.slowest for r, s in zip(rates, profile.sizes)], [s.fastest - r for r, s in zip(rates, profile.sizes)]]
+        axis.errorbar(xs, rates, yerr=errors, fmt="o-", color=color, capsize=3, label=f"profile: {profile.device} (median, slowest-fastest)")
+        ran = [(t.params["batch_size"], r.examples_per_second) for t in trials if (r := TrialRecord.of(t)).device == profile.device and r.examples_per_second]
+        axis.scatter(
+            [b for b, _ in ran], [rate for _, rate in ran], marker="x", color=color,
+            alpha=0.6, label=f"trials on {profile.device} (whole training run)",
+        )
+        sizes.update(xs)
+        sizes.update(b for b, _ in ran)
+    axis.set_ylim(bottom=0)
+    axis.set_ylabel("training examples per second")
+    axis.set_title("Throughput of a full training step per batch size", fontsize=10)
+    axis.legend(fontsize=8)
+    _log2_axis(axis, sorted(sizes))
+    return _save(figure, path)
+
+
+
+def figure_sharpness_and_gap(trials: list[FrozenTrial], results: list[BatchSizeResult], path: Path) -> str:
+    """Sharpness and generalization gap of every completed trial against batch size, medians joined."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (  # in the order of DIAGNOSTICS: sharpness, then the gap
+        ("top Hessian eigenvalue (training loss)", "Sharpness at the final weights (Keskar et al.)", "C3"),
+        ("validation loss − training-subset loss", "Generalization gap at the final weights", "C4"),
+    )
+    measured = [diagnosed(trials, value) for value, _ in DIAGNOSTICS]
+    for axis, points, (ylabel, title, color) in zip(axes, measured, panels):
+        axis.scatter([b for b, _ in points], [v for _, v in points], s=16, color=_GREY, zorder=2, label="every completed trial")
+        medians = median_by_size(points)
+        _plot_measured(axis, results, [medians.get(r.batch_size) for r in results], color, "median per batch size")
+        if not points:
+            _not_measured(axis, "not measured (diagnostics off, or no completed trial)")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title, fontsize=10)
+        axis.legend(fontsize=8)
+        _log2_axis(axis, [r.batch_size for r in results])
+    if measured[0]:
+        axes[0].set_yscale("log")
+    return _save(figure, path)
+

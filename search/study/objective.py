@@ -1,0 +1,154 @@
+"""One trial: sample hyperparameters, train under the fixed example budget, store the results."""
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+from typing import Any, Callable, Sequence
+
+import lightning.pytorch as pl
+import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from search.config.spec import StudySpec
+from search.data.source import TrialData
+from search.errors import TrialFailed
+from search.measure import speed
+from search.measure.profile import SpeedProfile, fastest_micro_batch
+from search.measure.sharpness import diagnose
+from search.record import TrialRecord
+from search.study import space
+from search.study.reporting import CheckpointListener, ExamplesSeenReporter
+from search.study.shutdown import STOP
+from search.train.accumulation import BatchSplitter
+from search.train.fit import train
+from search.train.model import build_model, training_step
+from search.train.plan import make_plan
+from search.train.step import TrainingStep
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class Objective:
+    """Callable for `study.optimize`; holds what stays the same across a worker's trials."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        data: TrialData,
+        device_name: str,
+        on_checkpoint: CheckpointListener | None = None,
+        on_start: Callable[[], None] | None = None,
+        callbacks: Sequence[pl.Callback] = (),
+        profile: SpeedProfile | None = None,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.device_name = device_name
+        self.on_checkpoint = on_checkpoint
+        self.on_start = on_start
+        self.callbacks = list(callbacks)  # extra Lightning callbacks, e.g. the benchmarks' step timer
+        self.profile = profile  # this device's speed profile (search.speed); needed with budget_seconds
+        self.splitter = BatchSplitter.for_study(spec, data, device_name)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.on_start:
+            self.on_start()
+        started = time.perf_counter()
+        spec = self.spec
+        # Optuna 5 exposes system attributes only on frozen trials: ask the storage for ours.
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
+        if retried is not None:
+            TrialRecord(retry_of=retried).store(trial)
+        hp = space.sample(trial, spec)
+        fastest = fastest_micro_batch(self.profile, hp.batch_size) if self.profile else None
+        micro_batch_size = self.splitter.micro_batch_size(hp.batch_size, fastest)
+        plan = make_plan(spec, hp, spec.sampler.seed * 1_000_003 + trial.number, micro_batch_size)
+        timing: dict[str, Any] = {}
+        if spec.budget_seconds is not None:
+            assert self.profile is not None, "the worker measures or loads the profile before any trial"
+            plan, timing = speed.time_plan(plan, spec, self.profile)
+        attrs: dict[str, Any] = {
+            **timing,
+            "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
+            "effective_lr": hp.effective_lr,
+            "steps": plan.steps,
+            "budget_examples": spec.budget_examples,
+            "schedule": hp.schedule,
+            "micro_batch_size": plan.micro_batch_size or plan.batch_size,
+            "normalization_batch": spec.accumulation.normalization_batch,
+            "device": self.device_name,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "seed": plan.seed,
+            "optimizer": spec.optimizer.name,
+        }
+        torch.manual_seed(plan.seed)  # the stored seed fixes the initial weights, too
+        model = self.splitter.prepare(build_model(spec, self.data))
+        reporter = ExamplesSeenReporter(trial, self.on_checkpoint, spec.report_every_ms() if spec.budget_seconds is not None else None)
+        step = training_step(spec, model, self.data.device)
+        try:
+            log, steps_done, train_seconds = train(step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks])
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            del model, step
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._store(trial, {**attrs, "reason": "out_of_memory", "wall_seconds": time.perf_counter() - started})
+            raise TrialFailed("out_of_memory", str(error).split("\n")[0]) from None
+        examples_seen = plan.examples_after(steps_done)
+        pure_training = max(train_seconds - log.validation_seconds, 1e-9)
+        attrs.update(
+            examples_seen=examples_seen,
+            wall_seconds=time.perf_counter() - started,
+            examples_per_second=examples_seen / pure_training,
+            train_seconds=pure_training,
+        )
+        if log.checkpoints:
+            final = log.checkpoints[-1]
+            finite = [c for c in log.checkpoints if c.val_loss == c.val_loss]
+            best = min(finite, key=lambda c: c.val_loss) if finite else final
+            attrs.update(
+                final_val_loss=final.val_loss,
+                final_val_acc=final.val_acc,
+                best_val_loss=best.val_loss,
+                best_val_acc=best.val_acc,
+                train_loss=final.train_loss,
+            )
+            if spec.diagnostics.enabled and log.stop_reason is None:
+                attrs.update(self._diagnose(step, final.val_loss, train_seconds))
+        if log.stop_reason == "pruned":
+            attrs["reason"] = f"pruned at {examples_seen:,} examples"
+        elif log.stop_reason == "diverged":
+            attrs["reason"] = "diverged"
+        elif log.stop_reason == "interrupted":
+            attrs["reason"] = STOP.reason
+        self._store(trial, attrs)
+        if log.stop_reason == "interrupted":
+            # Queue the same configuration again: re-running the command carries on with it.
+            trial.study.enqueue_trial(trial.params, user_attrs=TrialRecord(retry_of=trial.number).attrs())
+            raise TrialFailed(STOP.reason)
+        if log.stop_reason:
+            # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
+            raise optuna.TrialPruned(attrs["reason"])
+        return attrs["final_val_loss"]
+
+    def _diagnose(self, step: TrainingStep, val_loss: float, train_seconds: float) -> dict[str, Any]:
+        """Sharpness and generalization gap of a completed trial; a failure here is stored, never fails the trial."""
+        try:
+            return diagnose(step, self.data, val_loss, self.spec.diagnostics, train_seconds)
+        except Exception as error:  # noqa: BLE001 - the trial itself has succeeded
+            return {"diagnostics_skipped": f"{type(error).__name__}: {error}".split("\n")[0]}
+
+    @staticmethod
+    def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Keys are `TrialRecord` fields (a misspelt one raises), written as `record.attrs()`."""
+        TrialRecord(**attrs).store(trial)

@@ -1,0 +1,67 @@
+"""Pruners on validation loss, with every step-valued argument in examples seen.
+
+Trials report at `step = examples seen`, so warm-up and resources are counted in examples:
+a batch-16 and a batch-1024 trial are compared after the same number of training examples.
+With a time budget (`budget_seconds`) they report at `step = milliseconds of predicted
+training time` instead, and the same arguments count milliseconds.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import optuna
+
+from search.config.spec import StudySpec
+from search.errors import UserError
+
+
+def _median(spec: StudySpec, n_startup_trials: int = 5, n_warmup_examples: int = 0, n_min_trials: int = 1) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials, n_warmup_examples, interval_steps=1, n_min_trials=n_min_trials)
+
+
+def _percentile(
+    spec: StudySpec, percentile: float = 25.0, n_startup_trials: int = 5, n_warmup_examples: int = 0, n_min_trials: int = 1
+) -> optuna.pruners.BasePruner:
+    return optuna.pruners.PercentilePruner(percentile, n_startup_trials, n_warmup_examples, interval_steps=1, n_min_trials=n_min_trials)
+
+
+def _hyperband(
+    spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, bootstrap_count: int = 0
+) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(
+        min_resource=min_resource_examples or spec.pruning_resources()[0],
+        max_resource=spec.pruning_resources()[1],
+        reduction_factor=reduction_factor,
+        bootstrap_count=bootstrap_count,
+    )
+
+
+def _successive_halving(
+    spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, min_early_stopping_rate: int = 0
+) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=min_resource_examples or spec.pruning_resources()[0],
+        reduction_factor=reduction_factor,
+        min_early_stopping_rate=min_early_stopping_rate,
+    )
+
+
+_FACTORIES: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "none": lambda spec: optuna.pruners.NopPruner(),
+    "median": _median,
+    "percentile": _percentile,
+    "hyperband": _hyperband,
+    "successive_halving": _successive_halving,
+}
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    name, args = spec.pruner.name, dict(spec.pruner.args)
+    try:
+        return _FACTORIES[name](spec, **args)
+    except (TypeError, ValueError) as error:
+        raise UserError(
+            f"pruner '{name}' does not accept arguments {args}: {error}. Step-valued arguments are in examples "
+            f"seen (n_warmup_examples, min_resource_examples); see the README's pruner table."
+        ) from None
+

@@ -1,0 +1,57 @@
+"""The study's model: the one place it is built (a built-in image classifier, or the user's own
+nn.Module or LightningModule), its training step, and the check that it trains on the data
+before the study exists."""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from search import models
+from search.config.classpath import instantiate
+from search.config.spec import CodeSpec, StudySpec
+from search.data.source import TrialData
+from search.errors import UserError
+from search.train.loss import build_loss
+from search.train.step import TrainingStep
+
+
+def build_model(spec: StudySpec, data: TrialData) -> nn.Module:
+    """A freshly initialized model (from torch's global seed: seed first for a reproducible start)."""
+    if spec.model.class_path is not None:
+        model = instantiate(CodeSpec(class_path=spec.model.class_path, init_args=spec.model.init_args), spec.code_dir, role="model")
+        if not isinstance(model, nn.Module):
+            raise UserError(f"The model `{spec.model.class_path}` built a {type(model).__name__}, not a torch.nn.Module or LightningModule.")
+        return model
+    assert spec.model.name is not None and data.num_classes is not None
+    return models.build_model(spec.model.name, data.num_classes, data.image_shape[0], **spec.model.args)  # type: ignore[attr-defined]
+
+
+def training_step(spec: StudySpec, model: nn.Module, device: torch.device, autocast: bool | None = None) -> TrainingStep:
+    """The model's training step: a LightningModule's own loss, or the study's `loss`."""
+    loss = None if isinstance(model, pl.LightningModule) else build_loss(spec)
+    return TrainingStep(model, loss, device, autocast)
+
+
+def check_model(spec: StudySpec, data: TrialData) -> None:
+    """Build the model and backpropagate the loss of two training examples, so a model that
+    cannot be built, or whose output does not fit the loss or the data, fails before the study exists."""
+    described = spec.model.describe()
+    try:
+        model = build_model(spec, data).to(data.device).train()
+        step = training_step(spec, model, data.device)
+        batch = data.fixed_subset(2, seed=0)
+        step.accumulate(batch, None, 2)
+        if not step.lightning and spec.model.name is not None:
+            with torch.no_grad():
+                outputs = model.eval()(batch[0])
+            if outputs.shape != (2, data.num_classes):
+                raise UserError(f"Model '{spec.model.name}' returns shape {tuple(outputs.shape)}, expected (batch, {data.num_classes}).")
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+        detail = str(error.args[0] if error.args else error).split("\n")[0][:300]
+        arguments = f" with arguments {sorted(spec.model.args)}" if spec.model.args else ""
+        raise UserError(
+            f"Model '{described}'{arguments} cannot train on {data.describe()}: {detail}. Fix `model` (or `loss`) in the study file."
+        ) from None

@@ -1,0 +1,131 @@
+"""The Lightning module of a trial: any model trained for `budget // batch_size` steps.
+
+Validation falls every `report_every_examples` examples (a multiple of every batch size),
+so all trials are measured at the same examples-seen checkpoints, plus once at the end.
+
+Each optimizer step sums the gradients of micro-batches (when the plan has one) and, under the
+`grow_batch` schedule, of several consecutive loader batches: every step applies the exact
+mean gradient over its whole batch, whatever pieces it was computed in.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from search.config.spec import OptimizerSpec, ScheduleSpec
+from search.data.slicing import Batch, batch_length
+from search.record import Checkpoint
+from search.train.optim import build_optimizer
+from search.train.plan import TrainingPlan, lr_factor
+from search.train.step import TrainingStep
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+# Our batches come from an endless on-device iterable: Lightning's DataLoader advice does not apply.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class Interrupted(Exception):
+    """Raised between batches on SIGINT/SIGTERM: leaves `fit` at once, with no extra validation."""
+
+
+@dataclass
+class TrainingLog:
+    """What the run produced; filled in by the module and the reporter as training goes."""
+
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    stop_reason: str | None = None  # "pruned" or "diverged" when stopped early
+    validation_seconds: float = 0.0
+
+
+class TrialModule(pl.LightningModule):
+    """The service's side of a trial: optimizer, schedule, batch and validation are ours; the
+    forward pass and loss are the model's (its `training_step` for a LightningModule).
+
+    Optimization is manual so that one optimizer step can sum the gradients of several
+    forward/backward passes; `global_step` still counts optimizer steps. Metrics accumulate on
+    the device between checkpoints (no `.item()` per step: it would stall a GPU).
+    """
+
+    def __init__(self, step: TrainingStep, plan: TrainingPlan, optimizer: OptimizerSpec, schedule: ScheduleSpec) -> None:
+        super().__init__()
+        self.model = step.model
+        self.step = step
+        self.plan = plan
+        self.optimizer_spec = optimizer
+        self.schedule = schedule
+        self.log_book = TrainingLog()
+        self.automatic_optimization = False
+        self._train_loss_sum = torch.zeros(())  # summed over examples
+        self._train_examples = 0
+        self._examples_drawn = 0
+        self._step_size = plan.batch_size
+        self._accumulated = 0  # examples whose gradients await the next optimizer step
+        self._val_sums = torch.zeros(3)  # loss sum, correct, count
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def _as_model(self, hook: str) -> None:
+        """A LightningModule's own `self.log` works inside our hooks: it logs as this hook."""
+        if self.step.lightning:
+            self.model._current_fx_name = hook  # type: ignore[assignment]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        if self._accumulated == 0:
+            self._step_size = self.plan.batch_size * self.plan.multiplier_at(self._examples_drawn)
+            optimizer.zero_grad(set_to_none=True)
+        self._as_model("training_step")
+        loss_sum = self.step.accumulate(batch, self.plan.micro_batch_size, self._step_size, self.manual_backward, batch_idx)
+        examples = batch_length(batch)
+        self._train_loss_sum = self._train_loss_sum.to(loss_sum.device) + loss_sum
+        self._train_examples += examples
+        self._examples_drawn += examples
+        self._accumulated += examples
+        if self._accumulated == self._step_size:
+            optimizer.step()
+            self.lr_schedulers().step()  # type: ignore[union-attr]
+            self._accumulated = 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(3, device=self.device)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if self.step.lightning:
+            self._as_model("validation_step")
+            with self.step.precision():
+                self.model.validation_step(batch, batch_idx)  # type: ignore[operator]
+            return
+        loss_sum, correct = self.step.evaluate(batch)
+        zero = torch.zeros((), device=loss_sum.device)
+        self._val_sums += torch.stack([loss_sum.float(), zero if correct is None else correct, torch.tensor(float(batch_length(batch)), device=loss_sum.device)])
+
+    def checkpoint_metrics(self) -> tuple[float, float, float | None]:
+        """(train loss since the last checkpoint, validation loss, validation accuracy or None), then reset."""
+        train_loss = float(self._train_loss_sum / max(1, self._train_examples))
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_examples = 0
+        if self.step.lightning:
+            logged = self.trainer.callback_metrics
+            if "val_loss" not in logged:
+                raise ValueError(f"{type(self.model).__name__}.validation_step must log 'val_loss' (self.log('val_loss', loss))")
+            accuracy = logged.get("val_acc")
+            return train_loss, float(logged["val_loss"]), None if accuracy is None else float(accuracy)
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        accuracy = float(sums[1] / sums[2]) if self.step.classifies else None
+        return train_loss, float(sums[0] / sums[2]), accuracy
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        optimizer = build_optimizer(self.model.parameters(), self.optimizer_spec, self.plan.effective_lr, self.plan.momentum)
+        # A growing batch replaces the decay: warm-up over the same examples, then a fixed rate.
+        schedule = self.schedule.model_copy(update={"decay": "constant"}) if self.plan.growth else self.schedule
+        steps = self.plan.examples_after(self.plan.steps) // self.plan.batch_size
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, schedule))
+        return [optimizer], [scheduler]
