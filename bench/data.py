@@ -50,8 +50,8 @@ def _phase(name: str, source: str) -> dict[str, float]:
     from PIL import Image
 
     from search.config.spec import DatasetSpec
-    from search.data.images import _ARRAYS, cache_dir, load_dataset
-    from search.study.worker import device_data
+    from search.data.batches import device_data
+    from search.data.images import CACHE_ARRAYS, cache_dir, load_dataset
 
     spec = DatasetSpec(name="image_folder", path=source)
     baseline = _resident_bytes()
@@ -76,7 +76,7 @@ def _phase(name: str, source: str) -> dict[str, float]:
         images_bytes = images.nbytes
     elif name in ("plain_warm", "plain_first_batch"):
         entry = next((cache_dir() / "decoded").iterdir())
-        arrays = {key: np.load(entry / f"{key}.npy") for key in _ARRAYS}
+        arrays = {key: np.load(entry / f"{key}.npy") for key in CACHE_ARRAYS}
         images_bytes = arrays["train_x"].nbytes + arrays["test_x"].nbytes
         if name == "plain_first_batch":
             index = torch.randperm(len(arrays["train_x"]))[:512]

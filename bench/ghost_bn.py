@@ -21,6 +21,7 @@ import optuna
 from bench.report import Table, write_result
 from bench.throughput import load_problem
 from search.measure import speed
+from search.measure.profile import fastest_micro_batch
 from search.study.objective import Objective
 from search.study.space import build_sampler
 
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = load_problem("cifar_bs", args.data)
     # With the profile the ghost runs are split at the fastest micro-batch; without it (--ghost) they
     # run in one pass whose batch-norm layers normalize groups of N: the same statistics.
-    profile = None if args.ghost else speed.measure(problem.spec, problem.data, problem.num_classes, "cpu")
-    ghost = args.ghost or speed.fastest_micro_batch(profile, max(BATCH_SIZES))
+    profile = None if args.ghost else speed.measure(problem.spec, problem.data, "cpu")
+    ghost = args.ghost or fastest_micro_batch(profile, max(BATCH_SIZES))
     budget = args.budget * (4 if args.long else 1)
     seeds = (0, 1) if args.long else (0,)
     settings: list[str | int] = ["full", ghost]
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     study = optuna.create_study(sampler=build_sampler(spec))
                     study.enqueue_trial({"batch_size": batch_size, "lr": lr, "momentum": momentum})
-                    study.optimize(Objective(spec, problem.data, problem.num_classes, "cpu", profile=profile), n_trials=1)
+                    study.optimize(Objective(spec, problem.data, "cpu", profile=profile), n_trials=1)
                     trial = study.trials[0]
                     results[(seed, batch_size, lr, momentum, setting)] = trial
                     print(seed, batch_size, lr, momentum, setting, trial.user_attrs.get("final_val_loss"), trial.user_attrs.get("micro_batch_size"), flush=True)

@@ -26,7 +26,9 @@ import optuna
 
 from bench.report import Table, write_result
 from bench.throughput import Problem, StepTimer, load_problem
+from search.measure import profile as profiles
 from search.measure import speed
+from search.measure.profile import fastest_micro_batch
 from search.study.reporting import ExamplesSeenReporter
 from search.train.fit import train
 from search.train.plan import TrainingPlan
@@ -43,7 +45,7 @@ def examples_per_second(problem: Problem, batch_size: int, micro_batch_size: int
     plan = TrainingPlan(batch_size, warmup + timed, 0.02, 0.9, report_every_examples=(warmup + timed) * batch_size, seed=0, micro_batch_size=micro_batch_size)
     timer = StepTimer(warmup)
     trial = optuna.create_study().ask()  # in memory: this times the training step, not storage
-    train(problem.model(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
+    train(problem.step(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
     return timed * batch_size / (timer.window_end - timer.window_start)
 
 
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, verdicts = [], []
     for study in STUDIES:
         problem = load_problem(study, args.data)
-        profile = speed.measure(problem.spec, problem.data, problem.num_classes, "cpu")
-        print(speed.format_table(profile), flush=True)
+        profile = speed.measure(problem.spec, problem.data, "cpu")
+        print(profiles.format_table(profile), flush=True)
         for batch_size in BATCH_SIZES:
-            micro = speed.fastest_micro_batch(profile, batch_size)
+            micro = fastest_micro_batch(profile, batch_size)
             runs = {"plain": (batch_size, None), "micro-batched": (batch_size, micro), "best micro alone": (micro, None)}
             rates: dict[str, list[float]] = {name: [] for name in runs}
             for repeat in range(repeats):
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             vs_best = statistics.median(m / b for m, b in zip(rates["micro-batched"], rates["best micro alone"]))
             verdicts.append(vs_best >= TARGET)
             rows.append(
-                [f"{study} ({problem.spec.model.name})", f"{batch_size:,}", f"{micro:,}"]
+                [f"{study} ({problem.spec.model.describe()})", f"{batch_size:,}", f"{micro:,}"]
                 + [f"{statistics.median(rates[name]):,.0f}" for name in runs]
                 + [f"{vs_plain:.2f}x", f"{vs_best:.2f}x ({min(m / b for m, b in zip(rates['micro-batched'], rates['best micro alone'])):.2f}–"
                    f"{max(m / b for m, b in zip(rates['micro-batched'], rates['best micro alone'])):.2f})", "yes" if vs_best >= TARGET else "no"]

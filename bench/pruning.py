@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.images import ImageData, load_dataset
+from search.data.source import load_data
 from search.store.storage import create_or_resume, open_storage
 from search.study.pruners import build_pruner
 from search.study.space import build_sampler
@@ -62,10 +63,10 @@ def run_study(spec: StudySpec, images: ImageData) -> tuple[list[FrozenTrial], fl
     """Run one whole study as `search.run` does (one worker, SQLite); returns its trials and wall seconds."""
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/{spec.name}.sqlite3"
-        study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+        study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec), data_fingerprint=images.fingerprint)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the per-trial lines; the table says it all
-            run_worker(spec, url, images=images, quiet=True)
+            run_worker(spec, url, data=load_data(spec, torch.device("cpu"), images))
         seconds = time.perf_counter() - started
         return study.get_trials(deepcopy=False), seconds
 

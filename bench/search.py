@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from bench.pruning import (
     BASE_STUDY,
@@ -39,6 +39,7 @@ from bench.pruning import (
     task_overrides,
     verdict,
 )
+from search.analysis.pruning import finished
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.images import load_dataset
@@ -95,7 +96,7 @@ def collect_phase(args: argparse.Namespace, phase: int) -> tuple[list[dict[str, 
     })
     spec = load_spec(BASE_STUDY, overrides)
     trials, seconds = run_study(spec, load_dataset(spec.dataset))
-    rows = [_row(name, t, TrialRecord.of(t)) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    rows = [_row(name, t, TrialRecord.of(t)) for t in finished(trials)]
     return rows, seconds
 
 

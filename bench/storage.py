@@ -49,7 +49,7 @@ from search.store import storage as service_storage
 from search.store.reconnect import ReconnectingRDBStorage
 from search.store.storage import TrialGate, open_storage
 from search.study.pruners import build_pruner
-from search.study.space import build_sampler, sample
+from search.study.space import build_sampler, sample, sampler_seed
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -223,7 +223,7 @@ def _run_trials(task: WorkerTask) -> WorkerResult:
     spec = study_spec()
     result = WorkerResult()
     storage = _open(task.config.kind, task.location, spec.heartbeat_seconds)
-    study = optuna.load_study(study_name=task.study_name, storage=storage, sampler=build_sampler(spec, task.worker_index), pruner=build_pruner(spec))
+    study = optuna.load_study(study_name=task.study_name, storage=storage, sampler=build_sampler(spec, sampler_seed(spec.sampler.seed, worker_index=task.worker_index)), pruner=build_pruner(spec))
     clock = StorageClock(study._storage)
     gate = TrialGate(task.gate_url, task.study_name) if task.gate_url else None
 

@@ -30,19 +30,18 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.report import Table, targets_line, write_result
-from search.models import build_model
 from search.config.load import load_spec
 from search.config.spec import StudySpec
-from search.data.batches import DeviceData
-from search.data.images import load_dataset
+from search.data.source import TrialData, load_data
 from search.store.storage import create_or_resume, open_storage
 from search.study.objective import Objective
 from search.study.pruners import build_pruner
 from search.study.reporting import ExamplesSeenReporter
 from search.study.space import build_sampler
-from search.study.worker import device_data
 from search.train.fit import train
+from search.train.model import build_model, training_step
 from search.train.plan import TrainingPlan, lr_factor
+from search.train.step import TrainingStep
 
 STUDIES = ("cifar_bs", "smoke")
 BATCH_SIZES = (32, 128, 512)
@@ -91,14 +90,15 @@ class Problem:
     """One study's model and on-device data, as a worker holds them."""
 
     spec: StudySpec
-    data: DeviceData
-    num_classes: int
-    source: str
+    data: TrialData
 
     def model(self, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
-        channels = self.data.train_images.shape[1]
-        return build_model(self.spec.model.name, self.num_classes, channels, **self.spec.model.args)
+        return build_model(self.spec, self.data)
+
+    def step(self, seed: int) -> TrainingStep:
+        """The service's training step (what trials, the profile and the probe run) on a fresh model."""
+        return training_step(self.spec, self.model(seed), self.data.device)
 
     def plan(self, batch_size: int, steps: int) -> TrainingPlan:
         return TrainingPlan(batch_size, steps, effective_lr=0.02, momentum=0.9, report_every_examples=steps * batch_size, seed=0)
@@ -112,15 +112,14 @@ def load_problem(study: str, data_path: Path | None) -> Problem:
             raise SystemExit(f"CIFAR-10 not found at {path}; pass --data PATH (see README, 'Data').")
         overrides["dataset.path"] = str(path)
     spec = load_spec(study, overrides)
-    images = load_dataset(spec.dataset)
-    return Problem(spec, device_data(spec, images, torch.device("cpu")), images.num_classes, images.source)
+    return Problem(spec, load_data(spec, torch.device("cpu")))
 
 
 def lightning_examples_per_second(problem: Problem, batch_size: int, steps: int) -> float:
     plan = problem.plan(batch_size, steps)
     trial = optuna.create_study().ask()  # in memory: this part times the training loop, not storage
     timer = StepTimer(WARMUP_STEPS)
-    train(problem.model(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
+    train(problem.step(0), problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer])
     return (steps - WARMUP_STEPS) * batch_size / (timer.window_end - timer.window_start)
 
 
@@ -147,10 +146,11 @@ def plain_examples_per_second(problem: Problem, batch_size: int, steps: int) -> 
 
 
 def training_flops_per_example(problem: Problem, batch_size: int = 32) -> float:
-    model = problem.model(0).train()
-    images, labels = next(iter(problem.data.train_batches(batch_size, 0)))
+    step = problem.step(0)
+    step.model.train()
+    batch = next(iter(problem.data.train_batches(batch_size, 0)))
     with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(images), labels).backward()
+        step.accumulate(batch, None, batch_size)
     return counter.get_total_flops() / batch_size
 
 
@@ -202,10 +202,10 @@ def measure_overhead(problem: Problem, batch_size: int, budget_examples: int) ->
     spec = problem.spec.model_copy(update={"budget_examples": budget_examples, "name": "overhead"})
     with tempfile.TemporaryDirectory() as folder:
         storage = open_storage(f"sqlite:///{folder}/overhead.sqlite3", spec.heartbeat_seconds, spec.storage_retry_seconds)
-        study = create_or_resume(storage, spec, build_sampler(spec), build_pruner(spec))
+        study = create_or_resume(storage, spec, build_sampler(spec), build_pruner(spec), data_fingerprint=problem.data.fingerprint)
         study.enqueue_trial({"batch_size": batch_size, "lr": spec.search_space.lr.low, "momentum": spec.search_space.momentum.low})
         timer = StepTimer()
-        objective = Objective(spec, problem.data, problem.num_classes, "cpu", callbacks=[timer])
+        objective = Objective(spec, problem.data, "cpu", callbacks=[timer])
         started = time.perf_counter()
         study.optimize(objective, n_trials=1)
         wall = time.perf_counter() - started
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios_at[(study, batch_size)] = ratio
             ex_s = statistics.median(lightning)
             rows.append([
-                f"{study} ({problem.spec.model.name})", str(batch_size), f"{ex_s:,.0f}", f"{statistics.median(plain):,.0f}",
+                f"{study} ({problem.spec.model.describe()})", str(batch_size), f"{ex_s:,.0f}", f"{statistics.median(plain):,.0f}",
                 f"{ratio:.3f}", f"{min(ratios):.2f}–{max(ratios):.2f}", f"{flops / 1e6:,.1f}", f"{ex_s * flops / peak:.1%}",
             ])
             print(" | ".join(rows[-1]), flush=True)

@@ -28,6 +28,7 @@ from search.store.storage import create_or_resume, open_storage
 from search.store.trials import completed
 from search.store.urls import backend, redact, resolve_url
 from search.study.launch import describe_workers, spawn_workers, worker_count
+from search.study.measured import share_probes
 from search.study.pruners import build_pruner
 from search.study.shutdown import STOP
 from search.study.space import build_sampler
@@ -72,7 +73,8 @@ class Study:
         data = load_data(spec, device)
         check_model(spec, data)
         storage = open_storage(url)
-        study = create_or_resume(storage, spec, build_sampler(spec), pruner)
+        study = create_or_resume(storage, spec, build_sampler(spec), pruner, data_fingerprint=data.fingerprint)
+        share_probes(study, spec, data.fingerprint)
         print_header(spec, url, data.describe(), describe_workers(count))
         if count == 1:
             STOP.install()

@@ -17,19 +17,18 @@ import sys
 import time
 import warnings
 from dataclasses import replace
-from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.analysis.evaluation import evaluation_results, mean_spread_text
-from search.config.load import validate_spec
 from search.config.spec import StudySpec
 from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
 from search.record import EvaluationRecord
 from search.render.text import number_text
+from search.store.storage import stored_spec
 from search.store.trials import EVALUATION_SUFFIX, completed, connect, load, locate
 from search.store.urls import STORAGE_ENV
 from search.store.views import EVALUATION_MARKER, ensure_views
@@ -54,17 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stored_spec(study: optuna.Study, data: str | None) -> StudySpec:
-    """The spec the study was run with (the data location replaced by `data` when given)."""
-    raw: dict[str, Any] | None = study.user_attrs.get("spec")
-    if raw is None:
-        raise UserError(
-            f"Study '{study.study_name}' has no stored study spec, so it was not created by `python -m search.run` "
-            f"and there is no model, data or budget to retrain with."
-        )
-    if data:
-        raw = {**raw, "dataset": {**raw["dataset"], "path": data}}
-    return validate_spec(raw, source=f"the spec stored with study '{study.study_name}'")
 
 
 def evaluation_study(storage: optuna.storages.BaseStorage, source: optuna.Study, spec: StudySpec) -> optuna.Study:

@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+import optuna
+
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
 from search.errors import UserError, exits_on_user_error
 from search.measure.probe import prediction_lines, run_probe
 from search.record import PROBE_PREFIX
-from search.store.storage import create_or_resume, open_storage
+from search.store import measurements
+from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, redact, resolve_url
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
 from search.train.device import worker_device
 from search.train.model import check_model
 
@@ -72,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     device, device_name = worker_device()
     data = load_data(spec, device)
     check_model(spec, data)
-    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    storage = open_storage(url)
     print(f"study    {spec.name}  storage {redact(url)}  device {device_name}", flush=True)
     result = run_probe(spec, data, args, batch_size)
     key = f"{PROBE_PREFIX}{result['created']}"
-    study.set_user_attr(key, result)
+    measurements.save(storage, measurements.subject(spec, data.fingerprint), key, result)
+    if spec.name in optuna.get_all_study_names(storage):
+        optuna.load_study(study_name=spec.name, storage=storage).set_user_attr(key, result)
     print("\n".join(prediction_lines(result)))
-    print(f"stored on study '{spec.name}' as user attribute '{key}' ({result['seconds']:.0f} s); "
-          f"`python -m search.report --study {args.study}` draws it.")
+    print(f"saved as '{key}' for {spec.model.describe()} on this data ({result['seconds']:.0f} s): study '{spec.name}' and every "
+          f"later study of this model and data get it (no study is created here); `python -m search.report --study {args.study}` draws it.")
     return 0
 
 

@@ -16,16 +16,16 @@ import sys
 
 import optuna
 
-from search.config.load import load_spec, validate_spec
+from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
 from search.errors import exits_on_user_error
-from search.measure.profile import PROFILE_ATTR_PREFIX
-from search.measure.speed import format_table, measure, profile_sizes, store
-from search.store.storage import create_or_resume, open_storage
+from search.measure.profile import format_table, store
+from search.measure.speed import measure, profile_sizes
+from search.store import measurements
+from search.store.storage import open_storage, stored_spec
 from search.store.trials import locate
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
+from search.study.measured import save_profile
 from search.train.device import worker_device
 
 
@@ -37,31 +37,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _study_and_spec(study_arg: str, cli_storage: str | None, data_path: str | None) -> tuple[optuna.Study, StudySpec]:
-    """The stored study and the spec it was run with; a study file's study is created if new."""
+def _study_and_spec(study_arg: str, cli_storage: str | None, data_path: str | None) -> tuple[optuna.storages.BaseStorage, optuna.Study | None, StudySpec]:
+    """The storage, the stored study if it exists (never created here), and the spec to measure."""
     name, url = locate(study_arg, cli_storage)
     storage = open_storage(url)
     if name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        raw = dict(study.user_attrs["spec"])
-        if data_path:
-            raw["dataset"] = {**raw["dataset"], "path": data_path}
-        return study, validate_spec(raw, source=f"the spec stored with study '{name}'")
-    spec = load_spec(study_arg, {"dataset.path": data_path})
-    return create_or_resume(storage, spec, build_sampler(spec), build_pruner(spec)), spec
+        return storage, study, stored_spec(study, data_path)
+    return storage, None, load_spec(study_arg, {"dataset.path": data_path})
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    study, spec = _study_and_spec(args.study, args.storage, args.data)
+    storage, study, spec = _study_and_spec(args.study, args.storage, args.data)
     device, device_name = worker_device()
     data = load_data(spec, device)
     print(f"measuring {spec.model.describe()} on {device_name}, batch sizes {', '.join(map(str, profile_sizes(spec)))} ...", flush=True)
     profile = measure(spec, data, device_name)
-    store(study, profile)
+    save_profile(storage, measurements.subject(spec, data.fingerprint), profile)
+    if study is not None:
+        store(study, profile)  # replaces the study's copy: later trials use the new rates
     print(format_table(profile))
-    print(f"stored on study '{study.study_name}' as {PROFILE_ATTR_PREFIX}{device_name}")
+    print(
+        f"saved as the profile of {spec.model.describe()} on this data and {device_name}: every study of them uses it "
+        f"(no study was created or changed{'' if study is None else f' except study {study.study_name!r}, whose copy is replaced'})"
+    )
     return 0
 
 

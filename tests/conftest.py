@@ -17,8 +17,15 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
+import torch
 import yaml
 from PIL import Image
+
+from search.config.spec import StudySpec
+from search.data.source import load_data
+from search.store.storage import create_or_resume, open_storage
+from search.study.pruners import build_pruner
+from search.study.space import build_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("SEARCH_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -213,3 +220,10 @@ def pg_ctl(action: str) -> None:
                 return
             time.sleep(0.5)
         raise AssertionError("PostgreSQL did not come back")
+
+
+def create_study(url: str, spec: StudySpec) -> optuna.Study:
+    """Create the study as `search.run` would, with its data's fingerprint (so a later run resumes it)."""
+    return create_or_resume(
+        open_storage(url), spec, build_sampler(spec), build_pruner(spec), data_fingerprint=load_data(spec, torch.device("cpu")).fingerprint
+    )

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from search.models import build_model
 from search.config.load import validate_spec
+from search.data.batches import device_data
 from search.data.images import cache_dir, load_dataset
+from search.models import build_model
 from search.render.console import trial_line
 from search.study.objective import Objective
 from search.study.space import build_sampler
-from search.study.worker import device_data
 from search.train.accumulation import (
     BatchSplitter,
     GhostBatchNorm,
@@ -22,6 +22,7 @@ from search.train.accumulation import (
     use_ghost_batch_norm,
 )
 from search.train.fit import train
+from search.train.model import training_step
 from search.train.plan import TrainingPlan
 from tests.conftest import SMALL_STUDY, merge
 
@@ -34,7 +35,7 @@ def _trained(spec, data, model_name: str, args: dict, micro: int | None, steps: 
     torch.manual_seed(0)
     model = build_model(model_name, 3, 3, **args)
     plan = TrainingPlan(64, steps, 0.2, 0.9, report_every_examples=64 * steps, seed=1, micro_batch_size=micro)
-    train(model, data, plan, spec.optimizer, spec.schedule, [])
+    train(training_step(spec, model, data.device), data, plan, spec.optimizer, spec.schedule, [])
     return model
 
 
@@ -60,7 +61,7 @@ def test_ghost_batch_norm_does_not_depend_on_how_the_batch_is_split() -> None:
     def trained(micro: int | None) -> nn.Module:
         torch.manual_seed(0)
         model = use_ghost_batch_norm(build_model("airbench", 3, 3, **airbench), 16)
-        train(model, data, TrainingPlan(64, 2, 0.2, 0.9, 128, 1, micro), spec.optimizer, spec.schedule, [])
+        train(training_step(spec, model, data.device), data, TrainingPlan(64, 2, 0.2, 0.9, 128, 1, micro), spec.optimizer, spec.schedule, [])
         return model
 
     one_pass, micro_batched = trained(None), trained(16)
@@ -73,14 +74,15 @@ def test_a_batch_above_the_memory_cap_trains_through_accumulation() -> None:
     """A cap that fits 16 examples of the model: the batch of 64 is split, trains the whole budget, and the size is cached."""
     probe = _spec()
     data = device_data(probe, load_dataset(probe.dataset), torch.device("cpu"))
-    fixed, per_example = _estimated_bytes(build_model("tiny_cnn", 3, 3, width=4), (3, 12, 12))
+    step = training_step(probe, build_model("tiny_cnn", 3, 3, width=4), data.device)
+    fixed, per_example = _estimated_bytes(step, data.fixed_subset(1, seed=0))
     cap_mb = (fixed + per_example * 20) / 2**20  # 16 fits, 32 does not
     spec = _spec(accumulation={"memory_cap_mb": cap_mb}, pruner={"name": "none", "report_every_examples": 128})
-    objective = Objective(spec, data, 3, "cpu")
+    objective = Objective(spec, data, "cpu")
     assert objective.splitter.largest_fitting == 16
     cached = json.loads((cache_dir() / "micro_batch.json").read_text())
     assert 16 in cached.values()
-    assert BatchSplitter.for_study(spec, data, 3, "cpu") == objective.splitter
+    assert BatchSplitter.for_study(spec, data, "cpu") == objective.splitter
     study = optuna.create_study(sampler=build_sampler(spec))
     study.enqueue_trial({"batch_size": 64, "lr": 0.1, "momentum": 0.9})
     study.optimize(objective, n_trials=1)

@@ -11,10 +11,8 @@ import yaml
 
 from search.config.load import validate_spec
 from search.run import main
-from search.store.storage import create_or_resume, open_storage
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
-from tests.conftest import SMALL_STUDY, merge, write_image_folder
+from search.store.storage import open_storage
+from tests.conftest import SMALL_STUDY, create_study, merge, write_image_folder
 
 # (case id, study changes or raw YAML text, extra command-line arguments, words the message must hold)
 CASES: list[tuple[str, Any, list[str], str]] = [
@@ -72,7 +70,7 @@ def existing_storage(tmp_path: Path) -> str:
     """A storage that already holds a study; bad input must leave it byte for byte as it was."""
     url = f"sqlite:///{tmp_path / 'existing.sqlite3'}"
     spec = validate_spec({"name": "existing", **SMALL_STUDY})
-    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study = create_study(url, spec)
     study.enqueue_trial({"batch_size": 16, "lr": 0.1, "momentum": 0.9})
     open_storage(url).engine.dispose()
     return url

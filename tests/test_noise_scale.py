@@ -9,6 +9,13 @@ import torch
 from torch import nn
 
 from search.measure.noise_scale import critical_range, estimate, unbiased_estimates
+from search.train.loss import Loss, LossFn
+from search.train.step import TrainingStep
+
+
+def _step(model: nn.Module, loss_fn: LossFn) -> TrainingStep:
+    """The service's training step around a toy model and loss."""
+    return TrainingStep(model, Loss("toy", loss_fn), torch.device("cpu"))
 
 
 def test_estimator_inverts_the_expected_norms_exactly() -> None:
@@ -43,7 +50,7 @@ def test_linear_regression_with_known_noise() -> None:
     def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return 0.5 * (outputs.squeeze(1) - targets).square().mean()
 
-    result = estimate(model, loss_fn, _regression_batches(dim, w_star, noise, 64, seed=1), small_batch=8, measurements=600)
+    result = estimate(_step(model, loss_fn), _regression_batches(dim, w_star, noise, 64, seed=1), small_batch=8, measurements=600)
     assert (result.small_batch, result.big_batch, result.measurements) == (8, 64, 600)
     assert result.gradient_sq == pytest.approx(exact_gradient_sq, rel=0.1)
     assert result.trace == pytest.approx(exact_trace, rel=0.05)
@@ -62,7 +69,7 @@ def test_noise_swamping_the_signal_gives_no_ratio() -> None:
     def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return 0.5 * (outputs.squeeze(1) - targets).square().mean()
 
-    result = estimate(model, loss_fn, _regression_batches(dim, torch.zeros(dim), 1.0, 32, seed=2), small_batch=4, measurements=200)
+    result = estimate(_step(model, loss_fn), _regression_batches(dim, torch.zeros(dim), 1.0, 32, seed=2), small_batch=4, measurements=200)
     assert abs(result.gradient_sq) < 0.1 * result.trace / 4
     assert result.trace == pytest.approx(dim, rel=0.15)
     assert math.isnan(result.b_simple) or result.b_simple > 50
@@ -72,7 +79,7 @@ def test_big_batch_must_be_a_larger_multiple_of_the_small() -> None:
     model = nn.Linear(3, 1)
     batches = iter([(torch.randn(12, 3), torch.randn(12))])
     with pytest.raises(ValueError, match="multiple"):
-        estimate(model, lambda out, y: out.squeeze(1).sub(y).square().mean(), batches, small_batch=8, measurements=1)
+        estimate(_step(model, lambda out, y: out.squeeze(1).sub(y).square().mean()), batches, small_batch=8, measurements=1)
 
 
 def test_suggested_range_brackets_the_critical_batch_size() -> None:

@@ -9,14 +9,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
-from search import report
+from search import probe, report
 from search.analysis.diagnostics import (
     diagnostics_summary,
     empirical_knee,
     latest_probe,
 )
 from search.analysis.per_batch_size import per_batch_size
-from search.measure import probe
 from search.record import PROBE_PREFIX
 from tests.conftest import REPO, run_cli
 

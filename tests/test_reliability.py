@@ -17,10 +17,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.config.load import load_spec
-from search.store.storage import create_or_resume, open_storage
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
-from tests.conftest import Background, pg_ctl, run_cli
+from tests.conftest import Background, create_study, pg_ctl, run_cli
 
 # Trials of a few seconds each, validated often: long enough to be hit mid-trial.
 SLOW_TRIALS = {
@@ -158,7 +155,7 @@ def test_out_of_memory_fails_that_trial_and_the_next_one_runs(study_file: Callab
     })
     url = f"sqlite:///{tmp_path / 'oom.sqlite3'}"
     spec = load_spec(str(path))
-    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study = create_study(url, spec)
     study.enqueue_trial({"batch_size": 4096, "lr": 0.1, "momentum": 0.9})
     study.enqueue_trial({"batch_size": 512, "lr": 0.1, "momentum": 0.9})
     limit = 2_500_000_000

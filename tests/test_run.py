@@ -12,10 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.config.load import load_spec
-from search.store.storage import create_or_resume, open_storage
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
-from tests.conftest import run_cli
+from tests.conftest import create_study, run_cli
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -102,7 +99,7 @@ def test_pruning_stops_a_bad_trial_early(study_file: Callable[..., Path], tmp_pa
     path = study_file({"n_trials": 2, "search_space": {"lr": {"low": 1e-7, "high": 1.0}}})
     url = sqlite_url(tmp_path)
     spec = load_spec(str(path))
-    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study = create_study(url, spec)
     study.enqueue_trial({"batch_size": 16, "lr": 0.3, "momentum": 0.9})
     study.enqueue_trial({"batch_size": 16, "lr": 1e-7, "momentum": 0.5})
     result = run_cli("search.run", "--study", str(path), "--storage", url, cwd=tmp_path)

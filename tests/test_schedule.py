@@ -11,13 +11,13 @@ from optuna.trial import create_trial
 from search.analysis.schedules import schedule_comparison, schedule_sentence
 from search.config.load import validate_spec
 from search.config.spec import ScheduleSpec
+from search.data.batches import device_data
 from search.data.images import load_dataset
 from search.errors import UserError
 from search.render.console import trial_line
 from search.render.page import _schedule_section
 from search.study.objective import Objective
 from search.study.space import build_sampler, sample
-from search.study.worker import device_data
 from search.train.plan import batch_growth, growth_steps
 from tests.conftest import SMALL_STUDY, merge
 
@@ -61,7 +61,7 @@ def test_grow_batch_trains_the_whole_budget_with_growing_batches() -> None:
     )
     images = load_dataset(spec.dataset)
     steps = _StepSizes()
-    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), images.num_classes, "cpu", callbacks=[steps])
+    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), "cpu", callbacks=[steps])
     study = optuna.create_study(sampler=build_sampler(spec))
     study.enqueue_trial({"batch_size": 16, "lr": 0.1, "momentum": 0.9})
     study.optimize(objective, n_trials=1)

@@ -14,6 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 from search.measure.sharpness import TooSlow, subset_loss, top_hessian_eigenvalue
+from search.train.loss import Loss
+from search.train.step import TrainingStep
 from tests.conftest import REPO, run_cli
 
 
@@ -53,7 +55,7 @@ def test_subset_loss_is_the_eval_mode_mean_cross_entropy() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
     images, labels = torch.randn(50, 4), torch.randint(0, 3, (50,))
-    loss = subset_loss(model, images, labels, chunk=16)
+    loss = subset_loss(TrainingStep(model, Loss("cross_entropy", F.cross_entropy), torch.device("cpu")), (images, labels), chunk=16)
     assert not model.training
     with torch.no_grad():
         assert loss == pytest.approx(float(F.cross_entropy(model(images), labels)), rel=1e-6)

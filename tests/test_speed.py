@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from search.config.load import load_spec
+from search.data.batches import device_data
 from search.data.images import load_dataset
+from search.measure import profile as profiles
 from search.measure import speed
 from search.measure.profile import SizeSpeed, SpeedProfile, fastest_micro_batch
-from search.study.worker import device_data
 from tests.conftest import REPO, run_cli
 
 
@@ -42,12 +43,12 @@ def test_rate_interpolates_on_log_log_axes_and_holds_the_ends() -> None:
 def test_profile_survives_the_round_trip_through_the_study(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.sqlite3'}", study_name="s")
     profile = profile_of({16: 1000.0, 32: 1500.0})
-    speed.store(study, profile)
-    speed.store(study, profile_of({16: 50.0}).__class__(**{**profile_of({16: 50.0}).__dict__, "device": "other"}))
+    profiles.store(study, profile)
+    profiles.store(study, profile_of({16: 50.0}).__class__(**{**profile_of({16: 50.0}).__dict__, "device": "other"}))
     reloaded = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.sqlite3'}")
-    assert speed.stored(reloaded, "test device") == profile
-    assert speed.stored(reloaded, "no such device") is None
-    assert [p.device for p in speed.all_stored(reloaded)] == ["other", "test device"]
+    assert profiles.stored(reloaded, "test device") == profile
+    assert profiles.stored(reloaded, "no such device") is None
+    assert [p.device for p in profiles.all_stored(reloaded)] == ["other", "test device"]
 
 
 def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,15 +58,15 @@ def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Pat
     images = load_dataset(spec.dataset)
     data = device_data(spec, images, torch.device("cpu"))
     seen: list[int] = []
-    profile = speed.measure(spec, data, images.num_classes, "cpu (test)", on_size=lambda s: seen.append(s.batch_size))
+    profile = speed.measure(spec, data, "cpu (test)", on_size=lambda s: seen.append(s.batch_size))
     assert [s.batch_size for s in profile.sizes] == seen == [8, 16, 32, 64]  # from min(8, smallest) to the largest
     for size in profile.sizes:
         assert 0 < size.slowest <= size.examples_per_second <= size.fastest
-        assert size.repeats == speed.REPEATS and size.steps_per_repeat >= 1
+        assert size.repeats == profiles.REPEATS and size.steps_per_repeat >= 1
     memory = [s.peak_memory_bytes for s in profile.sizes]
     assert memory == sorted(memory) and memory[-1] > 2 * memory[0]  # activations grow with the batch
     assert "reached the study's largest batch size (64)" in profile.stopped
-    table = speed.format_table(profile)
+    table = profiles.format_table(profile)
     rows = table.splitlines()[2 : 2 + len(profile.sizes)]
     assert [row.split()[0] for row in rows] == ["8", "16", "32", "64"] and "<- fastest" in table
 
@@ -77,6 +78,6 @@ def test_speed_cli_prints_the_table_and_stores_the_profile(study_file: Callable[
     assert result.returncode == 0, result.stderr
     assert "examples/s" in result.stdout and "<- fastest" in result.stdout
     study = optuna.load_study(study_name=path.stem, storage=url)
-    (profile,) = speed.all_stored(study)
+    (profile,) = profiles.all_stored(study)
     assert profile.device.startswith("cpu") and f"{speed.PROFILE_ATTR_PREFIX}{profile.device}" in result.stdout
     assert all(math.isfinite(s.examples_per_second) for s in profile.sizes)

@@ -13,14 +13,12 @@ from optuna.trial import TrialState, create_trial
 from search.analysis.speeds import two_speeds, two_speeds_sentence
 from search.config.load import load_spec, validate_spec
 from search.errors import UserError
-from search.measure import speed
+from search.measure import profile as profiles
+from search.measure import time_budget
 from search.measure.profile import SpeedProfile
-from search.store.storage import create_or_resume, open_storage
-from search.study.pruners import build_pruner
-from search.study.space import build_sampler
 from search.train.device import worker_device
 from search.train.plan import TrainingPlan
-from tests.conftest import REPO, SMALL_STUDY, merge, run_cli
+from tests.conftest import REPO, SMALL_STUDY, create_study, merge, run_cli
 from tests.test_speed import profile_of
 
 
@@ -43,14 +41,14 @@ def test_time_plan_fixes_steps_and_equal_time_checkpoints_from_the_profile() -> 
     spec = validate_spec(merge(SMALL_STUDY, {"name": "t", "budget_seconds": 2, "pruner": {"report_every_seconds": 0.25}}))
     profile = profile_of({16: 500.0, 32: 1000.0, 64: 1000.0})
     plan = TrainingPlan(batch_size=32, steps=1, effective_lr=0.1, momentum=0.9, report_every_examples=128, seed=0)
-    timed, attrs = speed.time_plan(plan, spec, profile)
+    timed, attrs = time_budget.time_plan(plan, spec, profile)
     assert timed.steps == 62  # floor(2 s x 1000 ex/s / 32)
     assert timed.report_every_examples == 8 * 32  # round(0.25 s x 1000 / 32) steps per checkpoint
     assert attrs["predicted_seconds"] == pytest.approx(62 * 32 / 1000)
     assert attrs["report_every_ms"] == 250 and attrs["predicted_examples_per_second"] == 1000
-    small, _ = speed.time_plan(TrainingPlan(16, 1, 0.1, 0.9, 128, 0), spec, profile)
+    small, _ = time_budget.time_plan(TrainingPlan(16, 1, 0.1, 0.9, 128, 0), spec, profile)
     assert small.steps == 62 and small.report_every_examples == 8 * 16  # half the rate, half the batch: same steps
-    with_micro, attrs = speed.time_plan(TrainingPlan(64, 1, 0.1, 0.9, 128, 0, micro_batch_size=16), spec, profile)
+    with_micro, attrs = time_budget.time_plan(TrainingPlan(64, 1, 0.1, 0.9, 128, 0, micro_batch_size=16), spec, profile)
     assert attrs["predicted_examples_per_second"] == 500  # the step runs at its micro-batch's rate
     assert with_micro.steps == math.floor(2 * 500 / 64)
 
@@ -58,7 +56,7 @@ def test_time_plan_fixes_steps_and_equal_time_checkpoints_from_the_profile() -> 
 def test_too_short_a_time_is_a_user_error_naming_the_seconds_needed() -> None:
     spec = validate_spec(merge(SMALL_STUDY, {"name": "t", "budget_seconds": 1, "min_steps": 8}))
     with pytest.raises(UserError, match=r"batch sizes 64 \(7 steps\); raise --budget-seconds to at least 2"):
-        speed.check_time_budget(spec, profile_of({16: 500.0, 64: 500.0}))
+        time_budget.check_time_budget(spec, profile_of({16: 500.0, 64: 500.0}))
 
 
 def _trial(batch_size: int, points: list[tuple[int, float]], rate: float, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
@@ -103,9 +101,9 @@ def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path:
     assert refused.returncode == 2 and "needs the speed profile" in refused.stderr
     # A stored profile (as `search.speed` leaves it) fixes the steps: this machine's live speed then does not matter.
     spec = load_spec(str(path))
-    study = create_or_resume(open_storage(url), spec, build_sampler(spec), build_pruner(spec))
+    study = create_study(url, spec)
     profile = profile_of({16: 2000.0, 32: 3000.0, 64: 4000.0})
-    speed.store(study, SpeedProfile(**{**profile.__dict__, "device": worker_device()[1]}))
+    profiles.store(study, SpeedProfile(**{**profile.__dict__, "device": worker_device()[1]}))
     result = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "no profile for" not in result.stdout and "budget 1.5 s of training" in result.stdout
@@ -132,11 +130,11 @@ def test_run_measures_each_device_once_and_can_skip_it(study_file: Callable[...,
     url = f"sqlite:///{tmp_path / 'profile.sqlite3'}"
     skipped = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--skip-speed-profile", cwd=REPO)
     assert skipped.returncode == 0, skipped.stderr
-    assert speed.all_stored(optuna.load_study(study_name=path.stem, storage=url)) == []
+    assert profiles.all_stored(optuna.load_study(study_name=path.stem, storage=url)) == []
     first = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--n-trials", "2", cwd=REPO)
     assert first.returncode == 0, first.stderr
     assert "no profile for cpu" in first.stdout and "<- fastest" in first.stdout
-    (profile,) = speed.all_stored(optuna.load_study(study_name=path.stem, storage=url))
+    (profile,) = profiles.all_stored(optuna.load_study(study_name=path.stem, storage=url))
     assert [s.batch_size for s in profile.sizes] == [8, 16, 32]
     again = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--n-trials", "3", cwd=REPO)
     assert again.returncode == 0 and "no profile" not in again.stdout

@@ -5,14 +5,14 @@ import optuna
 import pytest
 import torch
 
-from search.models import build_model
 from search.config.load import validate_spec
 from search.config.spec import ScheduleSpec
+from search.data.batches import device_data
 from search.data.images import load_dataset
+from search.models import build_model
 from search.render.console import trial_line
 from search.study.objective import Objective
 from search.study.space import build_sampler
-from search.study.worker import device_data
 from search.train.plan import lr_factor
 from tests.conftest import SMALL_STUDY, merge
 
@@ -37,7 +37,7 @@ def test_every_batch_size_trains_budget_over_batch_size_steps() -> None:
     study = optuna.create_study(sampler=build_sampler(spec))
     for batch_size in (16, 32, 64):
         study.enqueue_trial({"batch_size": batch_size, "lr": 0.1, "momentum": 0.9})
-    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), images.num_classes, "cpu")
+    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), "cpu")
     study.optimize(objective, n_trials=3)
     for trial in study.trials:
         batch_size = trial.params["batch_size"]
@@ -58,7 +58,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on() -> 
     study = optuna.create_study(sampler=build_sampler(spec))
     study.enqueue_trial({"batch_size": 16, "lr": 0.5, "momentum": 0.9})
     study.enqueue_trial({"batch_size": 16, "lr": 1e6, "momentum": 0.9})
-    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), images.num_classes, "cpu")
+    objective = Objective(spec, device_data(spec, images, torch.device("cpu")), "cpu")
     study.optimize(objective, n_trials=2)
     good, diverged = study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE

@@ -26,13 +26,57 @@ def find_study_file(study: str) -> Path:
     )
 
 
+# A study file is a page of settings: these bounds stop hostile files (huge, deeply nested, or
+# an alias bomb that expands a kilobyte into gigabytes) before they cost memory or time.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+
+
+class _Refused(Exception):
+    pass
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """yaml.safe_load without aliases (`*name`) and with bounded nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused("it uses a YAML alias (*name); write the values out instead")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"it nests deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_study_file(path: Path) -> Any:
+    """The parsed YAML of a study file, or a UserError saying why it cannot be read."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise _Refused(f"it is larger than {MAX_FILE_BYTES // 1024} KiB")
+        text = path.read_bytes().decode("utf-8")
+        return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as reason:
+        raise UserError(f"Study file {path} is refused: {reason}. A study file is a short YAML mapping of settings.") from None
+    except UnicodeDecodeError:
+        raise UserError(f"Study file {path} is not UTF-8 text. Save it as UTF-8 and run again.") from None
+    except OSError as error:
+        raise UserError(f"Study file {path} cannot be read: {error.strerror}. Check the path and its permissions.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = f"{getattr(error, 'problem', None) or 'unreadable'}{where}"[:200]
+        raise UserError(f"Study file {path} is not valid YAML: {problem}. Fix the syntax and run again.") from None
+
+
 def load_spec(study: str, overrides: dict[str, Any] | None = None) -> StudySpec:
     """Read a study file, apply command-line overrides (dotted keys) and validate."""
     path = find_study_file(study)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise UserError(f"Study file {path} is not valid YAML: {error}. Fix the syntax and run again.") from None
+    raw = read_study_file(path)
     if not isinstance(raw, dict):
         raise UserError(f"Study file {path} must hold a mapping of settings (dataset, model, budget_examples, ...).")
     raw.setdefault("name", path.stem)

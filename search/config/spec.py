@@ -14,8 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_REPORTS_PER_TRIAL = 8
 
 
+# Seeds seed numpy and torch generators: 32-bit unsigned.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite floats only: an infinite budget, learning rate or timeout is never what a user means.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Spec):
@@ -26,13 +31,13 @@ class DatasetSpec(_Spec):
     # A count of images, or a fraction of the training split when below 1.
     val_size: Annotated[float, Field(gt=0)] = 5000
     # Seeds the class-stratified validation split; part of what makes trials comparable.
-    split_seed: int = 0
+    split_seed: Seed = 0
     # Resize every image to this square size; required when a folder's images differ in size.
-    image_size: Annotated[int, Field(ge=8)] | None = None
+    image_size: Annotated[int, Field(ge=8, le=4096)] | None = None
     # Only for `synthetic`: a generated, learnable data set for smoke runs and tests.
-    num_classes: Annotated[int, Field(ge=2)] = 10
-    train_examples: Annotated[int, Field(ge=20)] = 2000
-    test_examples: Annotated[int, Field(ge=10)] = 500
+    num_classes: Annotated[int, Field(ge=2, le=10_000)] = 10
+    train_examples: Annotated[int, Field(ge=20, le=1_000_000)] = 2000
+    test_examples: Annotated[int, Field(ge=10, le=1_000_000)] = 500
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DatasetSpec:
@@ -207,7 +212,7 @@ class AccumulationSpec(_Spec):
 
 class SamplerSpec(_Spec):
     name: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: Seed = 0
     n_startup_trials: Annotated[int, Field(ge=0)] = 10
 
 
@@ -238,7 +243,7 @@ class DiagnosticsSpec(_Spec):
     iterations: Annotated[int, Field(ge=1)] = 10
     loss_examples: Annotated[int, Field(ge=1)] = 2048
     max_fraction: Annotated[float, Field(gt=0)] = 0.05
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _subsets_nest(self) -> DiagnosticsSpec:
@@ -251,7 +256,8 @@ BUILT_IN_LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 
 
 class StudySpec(_Spec):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    # It names files (results/<name>.sqlite3, report folders) and database rows: short and plain.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
     description: str = ""
     # The images of a built-in source, or the user's own `data` (a LightningDataModule, or a
     # callable returning {"train": Dataset, "val": Dataset[, "test": Dataset]}): exactly one.
@@ -264,9 +270,9 @@ class StudySpec(_Spec):
     # The study file's folder: class paths resolve from it (and from the working directory).
     # Where the code is, not what it computes: not part of what makes trials comparable.
     code_dir: str | None = None
-    budget_examples: Annotated[int, Field(ge=1)]
+    budget_examples: Annotated[int, Field(ge=1, le=10**12)]
     # A fixed training time per trial instead: set, it replaces budget_examples (see search.speed).
-    budget_seconds: Annotated[float, Field(gt=0)] | None = None
+    budget_seconds: Annotated[float, Field(gt=0, le=10**7)] | None = None
     # Batch sizes that get fewer optimizer steps than this are rejected: their schedule
     # would be too short to mean anything.
     min_steps: Annotated[int, Field(ge=1)] = 8
@@ -278,13 +284,13 @@ class StudySpec(_Spec):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
-    n_trials: Annotated[int, Field(ge=1)] | None = 50
+    n_trials: Annotated[int, Field(ge=1, le=1_000_000)] | None = 50
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     storage: str | None = None
     # Workers beat this often; a trial whose worker is silent for 3 beats is failed and retried.
-    heartbeat_seconds: Annotated[int, Field(ge=1)] = 30
+    heartbeat_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
     # How long a worker retries a broken database connection (a restart) before giving up.
-    storage_retry_seconds: Annotated[float, Field(gt=0)] = 120
+    storage_retry_seconds: Annotated[float, Field(gt=0, le=86_400)] = 120
 
     @model_validator(mode="after")
     def _one_data_source(self) -> StudySpec:

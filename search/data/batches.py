@@ -147,6 +147,10 @@ class DeviceData:
     def image_shape(self) -> tuple[int, int, int]:
         return self.images.image_shape
 
+    @property
+    def fingerprint(self) -> str:
+        return self.images.fingerprint
+
     def describe(self) -> str:
         return (
             f"{self.images.source}: {self.train_size:,} train / {self.val_size:,} validation images, {self.num_classes} classes, "

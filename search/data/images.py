@@ -37,7 +37,8 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _CACHE_FORMAT = 1
-_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+# The cache holds one .npy file per array: uint8 images (N, C, H, W) and int64 labels per split.
+CACHE_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 DATA_FORMS = (
     "--data accepts: the official CIFAR-10 archive cifar-10-python.tar.gz or the folder it extracts to; "
@@ -56,6 +57,9 @@ class ImageData:
     test_labels: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    # A hash of the images, labels and class names: the same data wherever it lies, so a moved
+    # copy resumes a study and different data never does.
+    fingerprint: str
 
     @property
     def num_classes(self) -> int:
@@ -104,21 +108,34 @@ def _cached(source: Path, image_size: int | None) -> ImageData:
     """Decode once; later loads read plain .npy files (well under a second for CIFAR-10)."""
     entry = cache_dir() / "decoded" / _cache_key(source, image_size)
     if (entry / "meta.json").exists():
-        classes = json.loads((entry / "meta.json").read_text())["classes"]
-        arrays = {name: np.load(entry / f"{name}.npy") for name in _ARRAYS}
+        meta = json.loads((entry / "meta.json").read_text())
+        classes = meta["classes"]
+        arrays = {name: np.load(entry / f"{name}.npy") for name in CACHE_ARRAYS}
+        fingerprint = meta.get("fingerprint") or fingerprint_arrays(arrays, classes)
     else:
         arrays, classes = _decode(source, image_size)
+        fingerprint = fingerprint_arrays(arrays, classes)
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=entry.parent))
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array)
-        (staging / "meta.json").write_text(json.dumps({"classes": classes, "source": str(source)}))
+        (staging / "meta.json").write_text(json.dumps({"classes": classes, "source": str(source), "fingerprint": fingerprint}))
         try:
             staging.rename(entry)  # atomic: concurrent workers never see half a cache entry
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
-    tensors = [torch.from_numpy(arrays[name]) for name in _ARRAYS]
-    return ImageData(*tensors, tuple(classes), str(source))
+    tensors = [torch.from_numpy(arrays[name]) for name in CACHE_ARRAYS]
+    return ImageData(*tensors, tuple(classes), str(source), fingerprint)
+
+
+def fingerprint_arrays(arrays: dict[str, np.ndarray], classes: list[str]) -> str:
+    """sha256 over every array's shape and bytes and the class names (about 0.3 s for CIFAR-10)."""
+    digest = hashlib.sha256(json.dumps(classes).encode())
+    for name in CACHE_ARRAYS:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}{array.shape}{array.dtype}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()[:32]
 
 
 def _decode(source: Path, image_size: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -141,14 +158,58 @@ def _decode(source: Path, image_size: int | None) -> tuple[dict[str, np.ndarray]
 
 # -- official CIFAR-10 python format ---------------------------------------------------------
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what the CIFAR-10 python format holds (dicts, lists, bytes, str, ints and
+    numpy arrays): any other global in the stream, the way a crafted file runs code, is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it refers to {module[:60]}.{name[:60]}, which the CIFAR-10 format never holds")
+
+
+def _unpickle(blob: bytes, member: str) -> dict:
+    try:
+        loaded = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as error:
+        raise UserError(f"{member} is not a CIFAR-10 python batch ({str(error)[:200]}); the file is corrupt or was not made by the official archive.") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{member} is not a CIFAR-10 python batch (it holds a {type(loaded).__name__}, not a dict).")
+    return loaded
+
+
 def _official_batches(read) -> tuple[dict[str, np.ndarray], list[str]]:  # type: ignore[no-untyped-def]
+    def member(name: str) -> dict:
+        try:
+            blob = read(name)
+        except (KeyError, FileNotFoundError):
+            raise UserError(f"The CIFAR-10 data has no {name}: the archive or folder is incomplete. {DATA_FORMS}") from None
+        return _unpickle(blob, name)
+
+    meta = member("batches.meta")
+    names = meta.get(b"label_names")
+    if not isinstance(names, list) or not names or not all(isinstance(c, bytes) for c in names):
+        raise UserError("batches.meta has no list of label names (label_names): the CIFAR-10 data is corrupt.")
+    classes = [c.decode(errors="replace") for c in names]
+
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
-        raw = pickle.loads(read(name), encoding="bytes")
-        return np.asarray(raw[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(raw[b"labels"], dtype=np.int64)
+        raw = member(name)
+        data, labels = raw.get(b"data"), raw.get(b"labels")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, list):
+            raise UserError(f"{name} does not hold CIFAR-10 images (uint8 rows of 3x32x32 values and a list of labels): the data is corrupt.")
+        labels_array = np.asarray(labels, dtype=np.int64)
+        if len(labels_array) != len(data) or (len(labels_array) and not 0 <= labels_array.min() <= labels_array.max() < len(classes)):
+            raise UserError(f"{name} has labels outside 0..{len(classes) - 1} or not one per image: the data is corrupt.")
+        return data.reshape(-1, 3, 32, 32), labels_array
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]
     test_x, test_y = batch("test_batch")
-    classes = [c.decode() for c in pickle.loads(read("batches.meta"), encoding="bytes")[b"label_names"]]
     arrays = {
         "train_x": np.concatenate([x for x, _ in train]),
         "train_y": np.concatenate([y for _, y in train]),
@@ -329,4 +390,5 @@ def _synthetic(spec: DatasetSpec) -> ImageData:
     train_x, train_y = draw(spec.train_examples)
     test_x, test_y = draw(spec.test_examples)
     classes = tuple(f"class_{i}" for i in range(spec.num_classes))
-    return ImageData(train_x, train_y, test_x, test_y, classes, "synthetic")
+    arrays = dict(zip(CACHE_ARRAYS, (train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy())))
+    return ImageData(train_x, train_y, test_x, test_y, classes, "synthetic", fingerprint_arrays(arrays, list(classes)))

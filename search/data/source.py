@@ -32,6 +32,10 @@ class TrialData(Protocol):
     @property
     def val_size(self) -> int: ...
 
+    @property
+    def fingerprint(self) -> str | None:
+        """A hash of the data itself, or None where it cannot be had cheaply (streamed data)."""
+
     def describe(self) -> str: ...
 
     def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]: ...

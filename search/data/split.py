@@ -25,6 +25,12 @@ def stratified_split(labels: torch.Tensor, val_size: float, seed: int) -> tuple[
         members = torch.nonzero(labels == c).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         take = round(n_val * len(members) / n)
+        if not 0 < take < len(members):
+            raise UserError(
+                f"dataset.val_size={val_size} holds out {take} of the {len(members)} images of class {int(c)}: every class needs "
+                f"validation and training images. Use a val_size of at least {-(-n // min(int((labels == k).sum()) for k in classes))} "
+                f"images (or a larger fraction), or more images per class."
+            )
         val_parts.append(members[:take])
         train_parts.append(members[take:])
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values

@@ -11,6 +11,7 @@ and before each trial's `train_dataloader()` (as Lightning's batch-size tuner do
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from search.config.classpath import instantiate
 from search.config.spec import StudySpec
-from search.data.slicing import Batch, batch_length, to_device
+from search.data.slicing import Batch, batch_length, tensors_of, to_device
 from search.errors import UserError
 
 # Collated data sets up to this size (and a quarter of the free memory) are held on the device.
@@ -157,6 +158,17 @@ class DatasetData:
     def val_size(self) -> int:
         return self.val.size
 
+    @property
+    def fingerprint(self) -> str | None:
+        """A hash of the collated training and validation tensors; None for streamed data."""
+        if not (isinstance(self.train, _InMemory) and isinstance(self.val, _InMemory)):
+            return None
+        digest = hashlib.sha256()
+        for tensor in tensors_of(self.train.batch) + tensors_of(self.val.batch):
+            digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:32]
+
     def describe(self) -> str:
         kind = "in memory" if isinstance(self.train, _InMemory) else f"streamed, {LOADER_WORKERS} loader workers"
         return f"{self.source}: {self.train_size:,} train / {self.val_size:,} validation examples ({kind})"
@@ -165,7 +177,7 @@ class DatasetData:
         return self.train.train_batches(batch_size, seed)
 
     def val_batches(self) -> Iterable[Batch]:
-        return list(self.val.in_order()) if isinstance(self.val, _InMemory) else _Reiterable(self.val.in_order)
+        return _Reiterable(self.val.in_order)
 
     def fixed_subset(self, examples: int, seed: int) -> Batch:
         """The same `examples` training examples for every trial (seeded; the Dataset's own transforms apply)."""
@@ -215,6 +227,8 @@ class DataModuleData:
     @property
     def val_size(self) -> int:
         return sum(batch_length(b) for b in self._loader(None, self._val))
+
+    fingerprint = None  # its loaders are the user's: the class path and init_args identify the data
 
     def describe(self) -> str:
         return f"{self.source} (LightningDataModule): {self.train_size:,} train examples, validation from its {self._val}()"
@@ -277,7 +291,14 @@ def load_user_data(spec: StudySpec, device: torch.device, smallest_batch: int) -
             f"The data `{source}` returned {type(built).__name__}; it must be a LightningDataModule, or a callable "
             "returning {'train': Dataset, 'val': Dataset} (and optionally 'test'). Fix data.class_path."
         )
-    if data.train_size < smallest_batch:
-        raise UserError(f"The data `{source}` has {data.train_size} training examples, fewer than the smallest batch size {smallest_batch}.")
-    next(data.train_batches(smallest_batch, seed=0))  # serves the service's batch size (DataModules say here when not)
+    largest = max(spec.search_space.batch_sizes())
+    if data.train_size < largest:
+        raise UserError(
+            f"The data `{source}` has {data.train_size} training examples, fewer than the largest batch size {largest}: "
+            "lower the batch sizes in search_space."
+        )
+    # Serves the service's batch sizes: a DataModule that ignores `batch_size` says so here, naming one of
+    # the study's sizes (two different sizes: a hard-coded loader cannot serve both).
+    for batch_size in sorted({smallest_batch, largest}):
+        next(data.train_batches(batch_size, seed=0))
     return data

@@ -23,7 +23,6 @@ from search.data.slicing import Batch, batch_length, split_batch
 from search.train.step import TrainingStep
 
 
-
 @dataclass(frozen=True)
 class NoiseScale:
     """Unbiased estimates of |G|^2 and tr(Sigma) from `measurements` big batches."""

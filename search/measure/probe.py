@@ -1,12 +1,7 @@
-"""`python -m search.probe --study NAME`: predict the largest useful batch size before searching.
+"""The noise-scale probe: B_simple measured along a short training run of the study's model.
 
-Measures the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018,
-`search.noise_scale`) on the study's own model and data: at initialization and at a few points
-of a short training run at a moderate batch size, with the study's optimizer and schedule.
-The batches are the training stream of the search itself, augmentation on, so the noise is the
-noise SGD sees. The last (most trained) estimate is the predicted critical batch size; the
-result is stored on the study (user attribute `noise_scale_probe:<UTC time>`, one per run) and
-`search.report` draws it next to the batch size where the search's loss actually turns up.
+At initialization and at a few points of the run, the study's own training step gives the
+gradient norms at two batch sizes (`noise_scale.estimate`); `search.probe` is the command.
 """
 from __future__ import annotations
 

@@ -1,11 +1,18 @@
-"""A device's speed profile per batch size: a plain record (no torch), stored on the study and read by the report."""
+"""A device's speed profile per batch size: a plain record (no torch), stored on the study (one
+per device), read by the trials, the time budget and the report."""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import optuna
+
 PROFILE_ATTR_PREFIX = "speed_profile:"
+# Timed windows per size: the profile keeps their median, slowest and fastest.
+REPEATS = 5
+# Windows of one size this far apart mean the device was shared while measuring.
+NOISY_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -72,3 +79,41 @@ def fastest_micro_batch(profile: SpeedProfile, batch_size: int) -> int:
     """
     candidates = [s for s in profile.sizes if s.batch_size <= batch_size and batch_size % s.batch_size == 0]
     return max(candidates, key=lambda s: s.examples_per_second).batch_size if candidates else batch_size
+
+
+def stored(study: optuna.Study, device_name: str) -> SpeedProfile | None:
+    raw = study.user_attrs.get(PROFILE_ATTR_PREFIX + device_name)
+    return SpeedProfile.from_dict(raw) if raw else None
+
+
+def all_stored(study: optuna.Study) -> list[SpeedProfile]:
+    """Every device's profile: a study whose workers ran on different devices keeps one each."""
+    return [SpeedProfile.from_dict(v) for k, v in sorted(study.user_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
+
+
+def store(study: optuna.Study, profile: SpeedProfile) -> None:
+    study.set_user_attr(PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
+
+
+def format_table(profile: SpeedProfile) -> str:
+    fastest = profile.fastest()
+    lines = [
+        f"speed profile of {profile.model} on {profile.device} ({profile.measured_at}, took {profile.seconds:.1f} s): "
+        f"a full training step, median of {REPEATS} interleaved timed windows after warm-up",
+        f"{'batch':>7}  {'examples/s':>10}  {'spread':>7}  {'slowest':>9}  {'fastest':>9}  {'step ms':>8}  {'peak memory':>11}",
+    ]
+    for s in profile.sizes:
+        lines.append(
+            f"{s.batch_size:>7,}  {s.examples_per_second:>10,.0f}  {s.spread:>7.1%}  {s.slowest:>9,.0f}  {s.fastest:>9,.0f}  "
+            f"{1000 * s.batch_size / s.examples_per_second:>8.1f}  {s.peak_memory_bytes / 2**20:>8,.1f} MB"
+            + ("  <- fastest" if s is fastest else "")
+        )
+    noisy = [s.batch_size for s in profile.sizes if s.fastest > NOISY_RATIO * s.slowest]
+    if noisy:
+        lines.append(
+            f"noisy: at batch sizes {', '.join(map(str, noisy))} the fastest window ran over {NOISY_RATIO:g}x the slowest; "
+            f"the device is busy with other work: measure again when it is idle (python -m search.speed)"
+        )
+    lines.append(f"largest size: {profile.stopped}")
+    lines.append(f"peak memory: {profile.memory_method}")
+    return "\n".join(lines)

@@ -1,37 +1,28 @@
-"""`python -m search.speed --study NAME`: how many examples per second this device trains, per batch size.
+"""Measuring a device's speed profile: examples/s of the real training step per batch size.
 
-A fixed example budget says which batch size learns most per example; users pay in seconds.
-This measures the other half on the user's own device: the examples/s of a full training step
-(the study's model, the on-device data path with its augmentation, forward, backward, SGD
-step) for each power-of-two micro-batch size, after a warm-up, over repeated timed windows
-(median and spread). The profile is stored on the study, one per device, and used to turn a
-time budget into step counts (`budget_seconds`), to pick the fastest micro-batch, and in the
-report. It takes seconds: 16.5 s for airbench [32, 64, 128] at batch sizes 8-256 on one thread
-of our 2-core CPU while other jobs loaded it.
+Each size is warmed up, then all sizes are timed in interleaved rounds, so a burst of load on a
+shared machine hits every size alike. The profile turns a time budget into steps (`time_plan`),
+and is stored on the study, one per device (`search.speed` is the command).
 """
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
-import optuna
 import torch
 
 from search.config.spec import StudySpec
 from search.data.source import TrialData
+from search.errors import UserError
+from search.measure.profile import REPEATS, SizeSpeed, SpeedProfile
 from search.train.model import build_model, training_step
 from search.train.optim import build_optimizer
-from search.errors import UserError
-from search.measure.profile import PROFILE_ATTR_PREFIX, SizeSpeed, SpeedProfile
-from search.train.plan import TrainingPlan
 
 SMALLEST_SIZE = 8
-REPEATS = 5
 # Timed seconds per batch size (all repeats together), and the warm-up before them: enough
 # for a stable median on a tiny model, short enough that a whole profile takes seconds.
 TIMED_SECONDS = 0.4
@@ -43,8 +34,6 @@ PROFILE_SECONDS = 30.0
 FALLING_BELOW = 0.75
 # On the CPU, sizes whose estimated memory would exceed this share of the free memory are skipped.
 CPU_MEMORY_SHARE = 0.5
-# Windows of one size this far apart mean the device was shared while measuring.
-NOISY_RATIO = 2.0
 CPU_MEMORY_METHOD = (
     "estimate: tensors saved for backward + weights, gradients and momentum (saved-tensor hooks); "
     "a lower bound, allocator temporaries not counted"
@@ -227,105 +216,10 @@ def measure(
 
 # -- storage on the study -------------------------------------------------------------------
 
-def stored(study: optuna.Study, device_name: str) -> SpeedProfile | None:
-    raw = study.user_attrs.get(PROFILE_ATTR_PREFIX + device_name)
-    return SpeedProfile.from_dict(raw) if raw else None
 
 
-def all_stored(study: optuna.Study) -> list[SpeedProfile]:
-    """Every device's profile: a study whose workers ran on different devices keeps one each."""
-    return [SpeedProfile.from_dict(v) for k, v in sorted(study.user_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
 
 
-def store(study: optuna.Study, profile: SpeedProfile) -> None:
-    study.set_user_attr(PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
 
 
 # -- the time budget ------------------------------------------------------------------------
-
-def time_budget_steps(seconds: float, profile: SpeedProfile, batch_size: int, micro_batch_size: int | None = None) -> int:
-    """Optimizer steps that take `seconds` at the profile's rate: the count, not the clock, is what trains."""
-    return math.floor(seconds * profile.rate(micro_batch_size or batch_size) / batch_size)
-
-
-def time_plan(plan: TrainingPlan, spec: StudySpec, profile: SpeedProfile) -> tuple[TrainingPlan, dict[str, Any]]:
-    """A trial's steps and checkpoints under `budget_seconds`, and the attributes that record the prediction.
-
-    Steps and checkpoint steps are fixed from the stored profile, never from the live clock,
-    so the learning-rate schedule completes and a rerun trains exactly the same steps. The
-    rate is that of the micro-batch the step runs in. Checkpoint k falls after
-    round(k x report_every_ms x rate / batch size) steps: at equal predicted time for every
-    batch size, to within half a step.
-    """
-    assert spec.budget_seconds is not None
-    rate = profile.rate(plan.micro_batch_size or plan.batch_size)
-    steps = time_budget_steps(spec.budget_seconds, profile, plan.batch_size, plan.micro_batch_size)
-    steps_per_checkpoint = max(1, round(spec.report_every_ms() / 1000 * rate / plan.batch_size))
-    timing = {
-        "budget_seconds": spec.budget_seconds,
-        "predicted_examples_per_second": rate,
-        "predicted_seconds": steps * plan.batch_size / rate,
-        "report_every_examples": steps_per_checkpoint * plan.batch_size,
-        "report_every_ms": spec.report_every_ms(),
-    }
-    return replace(plan, steps=steps, report_every_examples=steps_per_checkpoint * plan.batch_size), timing
-
-
-def check_time_budget(spec: StudySpec, profile: SpeedProfile) -> None:
-    """In time mode, every batch size must get `min_steps` steps on this device (the profile decides)."""
-    assert spec.budget_seconds is not None
-    short = {b: time_budget_steps(spec.budget_seconds, profile, b) for b in spec.search_space.batch_sizes()}
-    short = {b: steps for b, steps in short.items() if steps < spec.min_steps}
-    if short:
-        needed = max(spec.min_steps * b / profile.rate(b) for b in short)
-        raise UserError(
-            f"budget_seconds {spec.budget_seconds:g} gives fewer than min_steps={spec.min_steps} steps on {profile.device} to "
-            f"batch sizes {', '.join(f'{b:,} ({s} steps)' for b, s in short.items())}; raise --budget-seconds to at least "
-            f"{math.ceil(needed)}, lower the largest batch size, or lower min_steps."
-        )
-
-
-def ensure_profile(
-    study: optuna.Study, spec: StudySpec, data: TrialData, device_name: str, measure_if_missing: bool = True,
-) -> SpeedProfile | None:
-    """The study's profile for this device, measured and stored first if there is none (and allowed)."""
-    profile = stored(study, device_name)
-    if profile is None and measure_if_missing:
-        print(f"speed    no profile for {device_name} yet: measuring (seconds; --skip-speed-profile skips it)", flush=True)
-        profile = measure(spec, data, device_name)
-        store(study, profile)
-        print(format_table(profile), flush=True)
-    if spec.budget_seconds is not None:
-        if profile is None:
-            raise UserError(
-                f"A time budget (budget_seconds) needs the speed profile of {device_name} to turn seconds into steps, and "
-                f"the study has none: leave out --skip-speed-profile, or run `python -m search.speed --study {spec.name}` first."
-            )
-        check_time_budget(spec, profile)
-    return profile
-
-
-# -- the command line -----------------------------------------------------------------------
-
-def format_table(profile: SpeedProfile) -> str:
-    fastest = profile.fastest()
-    lines = [
-        f"speed profile of {profile.model} on {profile.device} ({profile.measured_at}, took {profile.seconds:.1f} s): "
-        f"a full training step, median of {REPEATS} interleaved timed windows after warm-up",
-        f"{'batch':>7}  {'examples/s':>10}  {'spread':>7}  {'slowest':>9}  {'fastest':>9}  {'step ms':>8}  {'peak memory':>11}",
-    ]
-    for s in profile.sizes:
-        lines.append(
-            f"{s.batch_size:>7,}  {s.examples_per_second:>10,.0f}  {s.spread:>7.1%}  {s.slowest:>9,.0f}  {s.fastest:>9,.0f}  "
-            f"{1000 * s.batch_size / s.examples_per_second:>8.1f}  {s.peak_memory_bytes / 2**20:>8,.1f} MB"
-            + ("  <- fastest" if s is fastest else "")
-        )
-    noisy = [s.batch_size for s in profile.sizes if s.fastest > NOISY_RATIO * s.slowest]
-    if noisy:
-        lines.append(
-            f"noisy: at batch sizes {', '.join(map(str, noisy))} the fastest window ran over {NOISY_RATIO:g}x the slowest; "
-            f"the device is busy with other work: measure again when it is idle (python -m search.speed)"
-        )
-    lines.append(f"largest size: {profile.stopped}")
-    lines.append(f"peak memory: {profile.memory_method}")
-    return "\n".join(lines)

@@ -78,6 +78,7 @@ def _or_nan(value: float | None) -> float:
 
 def _not_measured(axis: plt.Axes, why: str) -> None:
     axis.text(0.5, 0.5, why, transform=axis.transAxes, ha="center", fontsize=9)
+    axis.set_yticks([])
 
 
 def _save(figure: plt.Figure, path: Path) -> str:

@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 
+from search.config.load import validate_spec
 from search.config.spec import StudySpec
 from search.errors import UserError
 from search.store.reconnect import (
@@ -97,14 +98,18 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: 
     return storage
 
 
-def create_or_resume(storage: optuna.storages.BaseStorage, spec: StudySpec, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Create the study once (before any worker starts), or resume it if the spec still matches."""
+def create_or_resume(
+    storage: optuna.storages.BaseStorage, spec: StudySpec, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+    *, data_fingerprint: str | None,
+) -> optuna.Study:
+    """Create the study once (before any worker starts), or resume it if the spec and the data
+    (its fingerprint, not its path: a moved copy resumes, different data never does) still match."""
     ensure_views(storage)
     study = optuna.create_study(
         storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
     )
     stored = study.user_attrs.get("comparability")
-    key = spec.comparability_key()
+    key = {**spec.comparability_key(), "data_fingerprint": data_fingerprint}
     if stored is None:
         study.set_user_attr("comparability", key)
         study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
@@ -166,3 +171,18 @@ class TrialGate(Reconnecting):
             finally:
                 self._connection.close()
                 self._connection = None
+
+
+def stored_spec(study: optuna.Study, data: str | None) -> StudySpec:
+    """The spec the study was run with (the data location replaced by `data` when given)."""
+    raw: dict[str, Any] | None = study.user_attrs.get("spec")
+    if raw is None:
+        raise UserError(
+            f"Study '{study.study_name}' has no stored study spec, so it was not created by `python -m search.run` "
+            f"and there is no model, data or budget to retrain with."
+        )
+    if data:
+        if raw.get("dataset") is None:
+            raise UserError(f"Study '{study.study_name}' trains on its own data (data: class_path): --data does not apply to it.")
+        raw = {**raw, "dataset": {**raw["dataset"], "path": data}}
+    return validate_spec(raw, source=f"the spec stored with study '{study.study_name}'")

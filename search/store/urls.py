@@ -19,23 +19,52 @@ def resolve_url(cli_storage: str | None, study_name: str, file_storage: str | No
     return f"sqlite:///{(RESULTS_DIR / f'{study_name}.sqlite3').resolve()}"
 
 
+# Query parameters that carry credentials (libpq's and common drivers' names).
+SECRET_PARAMETERS = {"password", "pass", "passwd", "pwd", "sslpassword", "secret", "token", "access_token", "api_key", "apikey", "key"}
+
+
 def redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
+    """The URL with its password and credential-bearing query parameters replaced by ***.
+
+    Parsed by hand, not by SQLAlchemy: an unencoded `@` or `/` inside a password must not
+    leak part of it, so the credentials end at the LAST `@` before the query string.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return "<malformed storage URL>"
+    location, question, query = rest.partition("?")
+    userinfo, at, address = location.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        location = f"{user}{':***' if colon else ''}@{address}"
+    if question:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(f"{k}{eq}{'***' if k.lower() in SECRET_PARAMETERS and v else v}" for k, eq, v in pairs)
+    return f"{scheme}://{location}{question}{query}"
 
 
 def backend(url: str) -> str:
     try:
-        name = make_url(url).get_backend_name()
-    except sqlalchemy.exc.ArgumentError:
+        parsed = make_url(url)
+        name = parsed.get_backend_name()
+        parsed.port  # noqa: B018 - a port that is not a number raises here, not deep in a driver
+    except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UserError(
             f"Storage URL {redact(url)} is malformed. Use sqlite:///path/to/file.sqlite3 or "
             "postgresql+psycopg2://user@host:5432/database (password in PGPASSWORD or ~/.pgpass)."
         ) from None
     if name not in ("sqlite", "postgresql"):
         raise UserError(f"Storage back end '{name}' is not supported. Use sqlite:///FILE or postgresql+psycopg2://user@host/db.")
+    if name == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
+        raise UserError(
+            f"Storage URL {redact(url)} is an in-memory SQLite database: the study would vanish when the run ends, and its "
+            "workers could not share it. Give a file: sqlite:///results/study.sqlite3."
+        )
+    if name == "sqlite" and (parsed.database.startswith("file:") or "uri" in parsed.query):
+        raise UserError(
+            f"Storage URL {redact(url)} uses an SQLite URI filename, which SQLAlchemy would create as a folder named "
+            "'file:' in the working directory. Give a plain path: sqlite:///path/to/study.sqlite3."
+        )
     return name
 
 

@@ -17,8 +17,8 @@ from search.study.worker import SPEC_ENV
 def worker_count(requested: str) -> int:
     if requested == "auto":
         return max(1, torch.cuda.device_count())
-    if not requested.isdigit() or int(requested) < 1:
-        raise UserError(f"--workers must be 'auto' or a positive number, not '{requested}'.")
+    if not (requested.isascii() and requested.isdigit()) or not 1 <= int(requested) <= 1024:
+        raise UserError(f"--workers must be 'auto' or a number from 1 to 1024, not '{requested[:20]}'.")
     return int(requested)
 
 

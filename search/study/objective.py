@@ -15,7 +15,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from search.config.spec import StudySpec
 from search.data.source import TrialData
 from search.errors import TrialFailed
-from search.measure import speed
+from search.measure import time_budget
 from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.measure.sharpness import diagnose
 from search.record import TrialRecord
@@ -74,7 +74,7 @@ class Objective:
         timing: dict[str, Any] = {}
         if spec.budget_seconds is not None:
             assert self.profile is not None, "the worker measures or loads the profile before any trial"
-            plan, timing = speed.time_plan(plan, spec, self.profile)
+            plan, timing = time_budget.time_plan(plan, spec, self.profile)
         attrs: dict[str, Any] = {
             **timing,
             "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason

@@ -61,7 +61,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return _FACTORIES[name](spec, **args)
     except (TypeError, ValueError) as error:
         raise UserError(
-            f"pruner '{name}' does not accept arguments {args}: {error}. Step-valued arguments are in examples "
+            f"pruner '{name}' does not accept arguments {sorted(args)[:10]}: {str(error)[:200]}. Step-valued arguments are in examples "
             f"seen (n_warmup_examples, min_resource_examples); see the README's pruner table."
         ) from None
 

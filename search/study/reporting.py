@@ -18,7 +18,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from search.record import Checkpoint
 from search.study.shutdown import STOP
-from search.train.module import TrialModule, Interrupted
+from search.train.module import Interrupted, TrialModule
 
 CheckpointListener = Callable[[optuna.Trial, Checkpoint], None]
 

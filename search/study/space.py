@@ -1,7 +1,9 @@
 """The search space: what a trial samples and the learning rate it hands to the optimizer."""
 from __future__ import annotations
 
+import zlib
 
+import numpy as np
 import optuna
 
 from search.config.spec import StudySpec
@@ -19,11 +21,22 @@ def sample(trial: optuna.Trial, spec: StudySpec) -> Hyperparams:
     return Hyperparams(batch_size, lr, momentum, spec.lr_parameterization.effective_lr(lr, batch_size, momentum), schedule)
 
 
-def build_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def sampler_seed(seed: int, trials_so_far: int = 0, worker_index: int = 0, host: str = "") -> int:
+    """The seed one worker's sampler draws with: the study's stored seed, mixed with how many
+    trials the study held when the worker started, the worker's index and its host. Reruns,
+    parallel workers and extra hosts therefore draw fresh points, while a study run the same way
+    (same commands, same host) draws the same ones again."""
+    if not (trials_so_far or worker_index or host):
+        return seed
+    entropy = [seed, trials_so_far, worker_index, zlib.crc32(host.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """TPE by default: Optuna 5 makes it multivariate with a constant liar, which suits a joint
-    batch-size/lr/momentum space searched by parallel workers. Each worker gets its own seed
-    so that parallel workers do not draw the same start-up points."""
-    seed = spec.sampler.seed + worker_index
+    batch-size/lr/momentum space searched by parallel workers. `seed` defaults to the study's
+    (`sampler_seed` gives each worker its own)."""
+    seed = spec.sampler.seed if seed is None else seed
     if spec.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)

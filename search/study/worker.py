@@ -5,10 +5,12 @@ data from the cache onto their device once, and run trials until the study-wide 
 """
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Literal, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -16,20 +18,50 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config.spec import StudySpec
 from search.data.source import TrialData, load_data
 from search.errors import TrialFailed
-from search.measure import speed
 from search.store.storage import TrialGate, open_storage
+from search.study.measured import ensure_profile
 from search.study.objective import Objective
-from search.study.reporting import CheckpointListener
 from search.study.pruners import build_pruner
+from search.study.reporting import CheckpointListener
 from search.study.shutdown import STOP
-from search.study.space import build_sampler
+from search.study.space import build_sampler, sampler_seed
 from search.train.device import worker_device
 
 SPEC_ENV = "SEARCH_WORKER_SPEC"
 TrialListener = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class Gate(Protocol):
+    """What serializes "count, then start a trial" across workers (storage.TrialGate)."""
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
 # Our own line per trial (with the reason of a failure) replaces Optuna's log of trials.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 MAX_FAILURES_IN_A_ROW = 5
+
+
+def take_turn(
+    study: optuna.Study, gate: Gate, objective: Callable[[optuna.Trial], float], n_trials: int | None, callbacks: list[TrialListener],
+) -> Literal["finished", "claimed", "ran"]:
+    """One turn of a worker, under the gate (so that `n_trials` is exact across workers):
+    fail (and re-queue) the trials of workers that died, count, and run one trial unless the
+    study-wide total is reached ("finished") or every remaining slot is running ("claimed").
+    The objective releases the gate as its trial starts."""
+    gate.acquire()
+    try:
+        optuna.storages.fail_stale_trials(study)
+        states = Counter(t.state for t in study.get_trials(deepcopy=False))
+        done = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+        if n_trials is not None and done >= n_trials:
+            return "finished"
+        if n_trials is not None and done + states[TrialState.RUNNING] >= n_trials:
+            return "claimed"
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+        return "ran"
+    finally:
+        gate.release()
 
 
 def run_worker(
@@ -47,41 +79,31 @@ def run_worker(
     it has none (unless `speed_profile` is off); a time budget needs it.
     """
     storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds)
-    study = optuna.load_study(
-        study_name=spec.name, storage=storage, sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec)
-    )
+    study = optuna.load_study(study_name=spec.name, storage=storage, pruner=build_pruner(spec))
+    seed = sampler_seed(spec.sampler.seed, len(study.get_trials(deepcopy=False)), worker_index, socket.gethostname())
+    study.sampler = build_sampler(spec, seed)
     device, device_name = worker_device()
     data = data or load_data(spec, device)
     gate = TrialGate(storage_url, spec.name, spec.storage_retry_seconds)
-    profile = speed.ensure_profile(study, spec, data, device_name, measure_if_missing=speed_profile)
+    profile = ensure_profile(study, spec, data, device_name, measure_if_missing=speed_profile)
     objective = Objective(
         spec, data, device_name,
         on_checkpoint=on_checkpoint, on_start=gate.release,
         profile=profile,
     )
     finished: list[FrozenTrial] = []
+    callbacks = [*([on_trial] if on_trial else []), lambda _, trial: finished.append(trial)]
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
     while time.monotonic() < deadline and not STOP:
-        gate.acquire()
         try:
-            # Fail (and re-queue) the trials of workers that died, so their slots free up.
-            optuna.storages.fail_stale_trials(study)
-            states = Counter(t.state for t in study.get_trials(deepcopy=False))
-            done = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
-            if spec.n_trials is not None and done >= spec.n_trials:
-                break
-            claimed = spec.n_trials is not None and done + states[TrialState.RUNNING] >= spec.n_trials
-            if not claimed:
-                study.optimize(
-                    objective, n_trials=1, catch=(TrialFailed,), callbacks=[*([on_trial] if on_trial else []), lambda s, t: finished.append(t)]
-                )
+            turn = take_turn(study, gate, objective, spec.n_trials, callbacks)
         except Exception:
             if storage.lost:  # whatever Optuna raised on the way out, the cause is the database
                 raise storage.lost from None
             raise
-        finally:
-            gate.release()
-        if claimed:
+        if turn == "finished":
+            break
+        if turn == "claimed":
             # The last trials are running elsewhere; wait in case their workers die.
             time.sleep(min(5.0, spec.heartbeat_seconds))
             continue

@@ -7,11 +7,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from search import models
 from search.config.classpath import instantiate
 from search.config.spec import CodeSpec, StudySpec
 from search.data.source import TrialData
 from search.errors import UserError
+from search.models import build_model as build_builtin_model
 from search.train.loss import build_loss
 from search.train.step import TrainingStep
 
@@ -24,7 +24,7 @@ def build_model(spec: StudySpec, data: TrialData) -> nn.Module:
             raise UserError(f"The model `{spec.model.class_path}` built a {type(model).__name__}, not a torch.nn.Module or LightningModule.")
         return model
     assert spec.model.name is not None and data.num_classes is not None
-    return models.build_model(spec.model.name, data.num_classes, data.image_shape[0], **spec.model.args)  # type: ignore[attr-defined]
+    return build_builtin_model(spec.model.name, data.num_classes, data.image_shape[0], **spec.model.args)  # type: ignore[attr-defined]
 
 
 def training_step(spec: StudySpec, model: nn.Module, device: torch.device, autocast: bool | None = None) -> TrainingStep:

@@ -19,6 +19,7 @@ import torch
 
 from search.config.spec import OptimizerSpec, ScheduleSpec
 from search.data.slicing import Batch, batch_length
+from search.errors import UserError
 from search.record import Checkpoint
 from search.train.optim import build_optimizer
 from search.train.plan import TrainingPlan, lr_factor
@@ -115,7 +116,12 @@ class TrialModule(pl.LightningModule):
         if self.step.lightning:
             logged = self.trainer.callback_metrics
             if "val_loss" not in logged:
-                raise ValueError(f"{type(self.model).__name__}.validation_step must log 'val_loss' (self.log('val_loss', loss))")
+                # The user's code, not this trial: stop the run with one paragraph (exit 2), not a traceback.
+                raise UserError(
+                    f"{type(self.model).__name__}.validation_step logged no 'val_loss' (logged: {', '.join(sorted(logged)) or 'nothing'}). "
+                    "Trials are ranked and pruned by it: add self.log('val_loss', loss) to validation_step (and self.log('val_acc', acc) "
+                    "for an accuracy), then run again."
+                )
             accuracy = logged.get("val_acc")
             return train_loss, float(logged["val_loss"]), None if accuracy is None else float(accuracy)
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")

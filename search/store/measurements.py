@@ -1,0 +1,47 @@
+"""Measurements of a model on its data (speed profiles, noise-scale probes), kept in the storage
+beside the studies but apart from them.
+
+Measuring never creates a study nor pins its settings (`search.speed` or `search.probe` before
+the first `search.run` leaves the user free to choose the budget), and one measurement serves
+every study of the same model, loss, optimizer and data, whatever its name or budget. They live
+in the user attributes of one Optuna study per storage, named `search:measurements`, keyed by
+what was measured (`subject`) and the measurement's name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import optuna
+
+from search.config.spec import StudySpec
+
+MEASUREMENTS_STUDY = "search:measurements"
+
+
+def subject(spec: StudySpec, data_fingerprint: str | None) -> str:
+    """What a measurement is of: the model, its loss and optimizer kind, and the data itself."""
+    what = {
+        **spec.model_dump(include={"model", "loss", "data"}, mode="json"),
+        "dataset": None if spec.dataset is None else spec.dataset.model_dump(mode="json", exclude={"path"}),
+        "optimizer": spec.optimizer.name,
+        "data_fingerprint": data_fingerprint,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _study(storage: optuna.storages.BaseStorage) -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name=MEASUREMENTS_STUDY, load_if_exists=True)
+
+
+def save(storage: optuna.storages.BaseStorage, of: str, name: str, value: Any) -> None:
+    _study(storage).set_user_attr(f"{of}/{name}", value)
+
+
+def saved(storage: optuna.storages.BaseStorage, of: str, prefix: str) -> dict[str, Any]:
+    """The measurements of `of` whose names start with `prefix`, by name."""
+    if MEASUREMENTS_STUDY not in optuna.get_all_study_names(storage):
+        return {}
+    head = f"{of}/{prefix}"
+    return {key.split("/", 1)[1]: value for key, value in _study(storage).user_attrs.items() if key.startswith(head)}

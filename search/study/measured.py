@@ -1,0 +1,63 @@
+"""What a worker knows about its model before the first trial: the device's speed profile and
+the noise-scale probes, found among the storage's measurements or measured now.
+
+Measurements are kept apart from studies (`store.measurements`) and copied onto the study the
+worker runs, so that its report finds them; the study never depends on them existing first.
+"""
+from __future__ import annotations
+
+import optuna
+
+from search.config.spec import StudySpec
+from search.data.source import TrialData
+from search.errors import UserError
+from search.measure.profile import (
+    PROFILE_ATTR_PREFIX,
+    SpeedProfile,
+    format_table,
+    store,
+    stored,
+)
+from search.measure.speed import measure
+from search.measure.time_budget import check_time_budget
+from search.record import PROBE_PREFIX
+from search.store import measurements
+
+
+def ensure_profile(
+    study: optuna.Study, spec: StudySpec, data: TrialData, device_name: str, measure_if_missing: bool = True,
+) -> SpeedProfile | None:
+    """This device's profile for the study's model and data: on the study, among the storage's
+    measurements (then copied onto the study), or measured now and saved in both (if allowed)."""
+    of = measurements.subject(spec, data.fingerprint)
+    profile = stored(study, device_name)
+    if profile is None:
+        saved = measurements.saved(study._storage, of, PROFILE_ATTR_PREFIX + device_name)
+        if saved:
+            profile = SpeedProfile.from_dict(saved[PROFILE_ATTR_PREFIX + device_name])
+            store(study, profile)
+    if profile is None and measure_if_missing:
+        print(f"speed    no profile for {device_name} yet: measuring (seconds; --skip-speed-profile skips it)", flush=True)
+        profile = measure(spec, data, device_name)
+        save_profile(study._storage, of, profile)
+        store(study, profile)
+        print(format_table(profile), flush=True)
+    if spec.budget_seconds is not None:
+        if profile is None:
+            raise UserError(
+                f"A time budget (budget_seconds) needs the speed profile of {device_name} to turn seconds into steps, and "
+                f"there is none: leave out --skip-speed-profile, or run `python -m search.speed --study {spec.name}` first."
+            )
+        check_time_budget(spec, profile)
+    return profile
+
+
+def save_profile(storage: optuna.storages.BaseStorage, of: str, profile: SpeedProfile) -> None:
+    measurements.save(storage, of, PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
+
+
+def share_probes(study: optuna.Study, spec: StudySpec, data_fingerprint: str | None) -> None:
+    """Copy the probes measured for this model and data onto the study (the report reads them there)."""
+    for name, probe in measurements.saved(study._storage, measurements.subject(spec, data_fingerprint), PROBE_PREFIX).items():
+        if name not in study.user_attrs:
+            study.set_user_attr(name, probe)
