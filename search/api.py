@@ -11,19 +11,21 @@ and the workers (one per GPU, or the CPU) share it until the study-wide number o
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial
 
 from search.config.load import load_spec, validate_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
-from search.errors import UserError
+from search.errors import EXIT_USER_ERROR, UserError
 from search.record import TrialRecord
-from search.render.console import print_header, progress_listeners, summary
+from search.render.console import Progress, print_header, summary
 from search.store.storage import create_or_resume, open_storage
 from search.store.trials import completed
 from search.store.urls import backend, redact, resolve_url
@@ -76,14 +78,26 @@ class Study:
         study = create_or_resume(storage, spec, build_sampler(spec), pruner, data_fingerprint=data.fingerprint)
         share_probes(study, spec, data.fingerprint)
         print_header(spec, url, data.describe(), describe_workers(count))
+        short = spec.short_of_budget()
+        if short:
+            print(
+                f"warning  the budget ({spec.budget_examples:,}) is not a multiple of every batch size: "
+                + ", ".join(f"B={b} trains {seen:,} examples ({seen / spec.budget_examples:.1%})" for b, seen in short)
+                + "; compare them knowing that, or use a budget that is a multiple of the largest batch size",
+                flush=True,
+            )
         if count == 1:
             STOP.install()
-            on_checkpoint, on_trial = progress_listeners(spec, quiet)
-            code = run_worker(spec, url, data=data, speed_profile=speed_profile, on_checkpoint=on_checkpoint, on_trial=on_trial)
+            code = run_worker(spec, url, data=data, speed_profile=speed_profile, progress=Progress(spec, quiet))
         else:
             storage.engine.dispose()  # no pooled connection may cross into the workers
             code = spawn_workers(spec, url, count, quiet, speed_profile)
-        print(summary(study, redact(url)), flush=True)
+        try:
+            print(summary(study, redact(url)), flush=True)
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            # The workers have said why (a lost database); what they finished is stored.
+            print(f"the storage {redact(url)} cannot be read now, so no summary; `python -m search.best` shows the study later", file=sys.stderr)
+            code = code or EXIT_USER_ERROR
         return code
 
     def optuna_study(self) -> optuna.Study:

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any, Callable
 
+from search.cli import command_parser
 from search.errors import exits_on_user_error
 from search.render.text import number_text
 from search.store.trials import TrialRow, completed, locate, open_study, state_counts
@@ -35,7 +36,7 @@ _TABLE: list[tuple[str, Callable[[TrialRow], Any], Callable[[Any], str]]] = [
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.best", description=__doc__.split("\n")[0])
+    parser = command_parser("best", __doc__, '--study cifar_bs --top 5', '--study smoke --storage sqlite:///results/smoke.sqlite3 --format csv > best.csv')
     parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--top", type=int, default=10, help="how many trials to list (default 10)")

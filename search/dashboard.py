@@ -14,13 +14,14 @@ import sys
 
 import optuna_dashboard
 
+from search.cli import command_parser
 from search.errors import UserError, exits_on_user_error
 from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
 from search.store.urls import STORAGE_ENV, redact
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.dashboard", description=__doc__.split("\n")[0])
+    parser = command_parser("dashboard", __doc__, '--study cifar_bs', '--storage postgresql+psycopg2://user@db-host/search --port 8081')
     parser.add_argument("--study", help="a study name from studies/, a study file, or a study name in the storage")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port} is not a TCP port: use a number from 1 to 65535 (default 8080).")
     if args.study:
         study_name, url = locate(args.study, args.storage)
     else:

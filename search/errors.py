@@ -18,6 +18,16 @@ class UserError(Exception):
     """
 
 
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM before any trial ran (while decoding data, say): nothing was stored.
+    Exits with the shell's code for the signal (130, 143), not 2."""
+
+    def __init__(self, signal_number: int, what: str) -> None:
+        name = {2: "SIGINT", 15: "SIGTERM"}.get(signal_number, f"signal {signal_number}")
+        super().__init__(f"Stopped by {name} while {what}; nothing was stored. Run the same command again to start over.")
+        self.exit_code = 128 + signal_number
+
+
 class TrialFailed(Exception):
     """Ends one trial as FAIL with a stored reason; the study goes on."""
 
@@ -36,6 +46,6 @@ def exits_on_user_error(main: F) -> F:
         except UserError as error:
             paragraph = " ".join(str(error).split())
             print("error: " + textwrap.fill(paragraph, width=100, subsequent_indent="  "), file=sys.stderr)
-            return EXIT_USER_ERROR
+            return getattr(error, "exit_code", EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]

@@ -23,6 +23,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.analysis.evaluation import evaluation_results, mean_spread_text
+from search.cli import command_parser
 from search.config.spec import StudySpec
 from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
@@ -44,7 +45,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.evaluate", description=__doc__.split("\n")[0])
+    parser = command_parser("evaluate", __doc__, '--study cifar_bs --top 2 --seeds 3 --data ../shared/data/cifar10-jpeg.tar.gz')
     parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--top", type=int, default=3, help="how many of the best completed trials to retrain (default 3)")

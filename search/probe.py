@@ -15,6 +15,7 @@ import sys
 
 import optuna
 
+from search.cli import command_parser
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
@@ -29,11 +30,11 @@ from search.train.model import check_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.probe", description=__doc__.split("\n")[0])
+    parser = command_parser("probe", __doc__, '--study cifar_bs --data ../shared/data/cifar10-jpeg.tar.gz')
     parser.add_argument("--study", required=True, help="a study name from studies/ or a path to a study YAML file")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: the study file's name)")
-    parser.add_argument("--budget-examples", type=int, help="as given to search.run (it must match an existing study's)")
+    parser.add_argument("--budget-examples", type=int, help="as given to search.run (validated as search.run does; the probe does not depend on it)")
     parser.add_argument("--data", help="data set location (archive, folder); see the README for the forms")
     parser.add_argument("--batch-size", type=int, help="batch size of the short training run (default: the middle of the search space)")
     parser.add_argument("--train-examples", type=int, default=8192, help="length of the short training run (default 8192)")

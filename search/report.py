@@ -7,27 +7,41 @@ and a plain-language summary. The page is static (no scripts, no network), so it
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 
 from search.analysis.speeds import TARGET_MARGIN
-from search.errors import exits_on_user_error
+from search.cli import command_parser
+from search.errors import UserError, exits_on_user_error
 from search.render.page import write_report
 from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
 from search.store.urls import STORAGE_ENV
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.split("\n")[0])
+    parser = command_parser("report", __doc__, '--study cifar_bs --out results/cifar_bs_report')
     parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/<study>-report)")
     parser.add_argument(
         "--target-loss", type=float,
-        help=f"loss for the time-to-target comparison (default: the best loss + {TARGET_MARGIN:.0%})",
+        help=f"loss for the time-to-target comparison (default: the best loss + {TARGET_MARGIN:.0%}%)",
     )
     return parser.parse_args(argv)
+
+
+def _check_out(out: Path) -> None:
+    """The report's folder must be a folder we can create or write into."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out} is (or lies under) a file, not a folder: give a folder for report.html and its figures.") from None
+    except OSError as error:
+        raise UserError(f"Cannot create the report folder {out}: {error.strerror}. Give a writable folder with --out.") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"The report folder {out} is not writable. Give a writable folder with --out.")
 
 
 @exits_on_user_error
@@ -37,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = connect(url)
     study = load(storage, study_name, url)
     out = args.out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study_name)}-report"
+    _check_out(out)
     page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out, args.target_loss)
     print("\n".join(summary))
     print(f"report: {page.resolve()}")

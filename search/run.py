@@ -10,12 +10,13 @@ import argparse
 import sys
 
 from search.api import Study
+from search.cli import command_parser
 from search.errors import exits_on_user_error
 from search.store.urls import STORAGE_ENV
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n")[0])
+    parser = command_parser("run", __doc__, '--study smoke', '--study cifar_bs --data ../shared/data/cifar10-jpeg.tar.gz --n-trials 4 --budget-examples 20000', '--study examples/tabular_mlp/study.yaml')
     parser.add_argument("--study", required=True, help="a study name from studies/ or a path to a study YAML file")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: the study file's name)")

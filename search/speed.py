@@ -16,6 +16,7 @@ import sys
 
 import optuna
 
+from search.cli import command_parser
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
@@ -30,7 +31,7 @@ from search.train.device import worker_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.speed", description=__doc__.split("\n")[0])
+    parser = command_parser("speed", __doc__, '--study cifar_bs --data ../shared/data/cifar10-jpeg.tar.gz')
     parser.add_argument("--study", required=True, help="a study file (name in studies/ or path), or a study's name in the storage")
     parser.add_argument("--storage", help="database URL (default: $SEARCH_STORAGE, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--data", help="data set location, if not the study's")

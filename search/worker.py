@@ -13,7 +13,7 @@ import torch
 
 from search.config.spec import StudySpec
 from search.errors import exits_on_user_error
-from search.render.console import progress_listeners
+from search.render.console import Progress
 from search.store.urls import STORAGE_ENV
 from search.study.shutdown import STOP
 from search.study.worker import SPEC_ENV, run_worker
@@ -26,10 +26,10 @@ def main() -> int:
     threads = os.environ.get("SEARCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    on_checkpoint, on_trial = progress_listeners(spec, quiet="--quiet" in sys.argv)
+    progress = Progress(spec, quiet="--quiet" in sys.argv)
     return run_worker(
         spec, os.environ[STORAGE_ENV], worker_index=int(sys.argv[1]), speed_profile="--skip-speed-profile" not in sys.argv,
-        on_checkpoint=on_checkpoint, on_trial=on_trial,
+        progress=progress,
     )
 
 

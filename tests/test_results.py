@@ -40,6 +40,7 @@ from search.analysis.scaling import fit_exponent, lr_fits
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
 from search.data.batches import DeviceData
+from search.data.images import ImageData
 from search.errors import EXIT_USER_ERROR
 from search.store.storage import create_or_resume, open_storage
 from search.store.views import VIEW_NAMES, create_views
@@ -348,11 +349,13 @@ def test_evaluate_retrains_the_top_configurations_on_all_training_images(study: 
     assert mean_spread_text(accuracies) in (tmp_path / "report.html").read_text()
 
 
-def test_train_and_test_data_trains_on_every_training_image_and_measures_on_the_test_split() -> None:
+def test_final_evaluation_data_trains_on_every_training_image_and_measures_on_the_test_split() -> None:
     generator = torch.Generator().manual_seed(0)
     train_images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8, generator=generator)
     test_images = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    data = DeviceData.train_and_test(train_images, torch.arange(30) % 3, test_images, torch.arange(7) % 3, torch.device("cpu"))
+    images = ImageData(train_images, torch.arange(30) % 3, test_images, torch.arange(7) % 3, ("a", "b", "c"), "test", "fingerprint")
+    # The search's split held 5 images out for validation; the final evaluation trains on all 30.
+    data = DeviceData(images, torch.arange(25), torch.arange(25, 30), torch.device("cpu")).for_final_evaluation()
     assert torch.equal(data.train_images, train_images) and torch.equal(data.val_images, test_images)
     assert torch.equal(data.val_labels, torch.arange(7) % 3)
     # Normalization statistics come from the training images alone: nothing leaks from the test split.
@@ -440,7 +443,7 @@ def test_a_study_without_completed_trials_exits_2(backend: str, tmp_path: Path, 
     url = _storage_url(backend, tmp_path, name)
     spec = load_spec(str(path))
     try:
-        study = create_or_resume(open_storage(url), spec, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
+        study = create_or_resume(open_storage(url), spec, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), data_fingerprint=None)
         study.add_trial(create_trial(state=TrialState.PRUNED, params={"batch_size": 16}, distributions={"batch_size": CategoricalDistribution(BATCH_SIZES)}))
         for main in (best.main, report.main, evaluate.main):
             assert main(["--study", str(path), "--storage", url]) == EXIT_USER_ERROR

@@ -12,9 +12,13 @@ import torch
 from search.config.load import load_spec
 from search.data.batches import device_data
 from search.data.images import load_dataset
+from search.data.source import load_data
 from search.measure import profile as profiles
 from search.measure import speed
 from search.measure.profile import SizeSpeed, SpeedProfile, fastest_micro_batch
+from search.store import measurements
+from search.store.measurements import MEASUREMENTS_STUDY
+from search.store.storage import open_storage
 from tests.conftest import REPO, run_cli
 
 
@@ -77,7 +81,11 @@ def test_speed_cli_prints_the_table_and_stores_the_profile(study_file: Callable[
     result = run_cli("search.speed", "--study", str(path), "--storage", url, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "examples/s" in result.stdout and "<- fastest" in result.stdout
-    study = optuna.load_study(study_name=path.stem, storage=url)
-    (profile,) = profiles.all_stored(study)
-    assert profile.device.startswith("cpu") and f"{speed.PROFILE_ATTR_PREFIX}{profile.device}" in result.stdout
+    # Saved beside the studies for this model and data; no study is created (search.run copies it onto its study).
+    assert optuna.get_all_study_names(url) == [MEASUREMENTS_STUDY]
+    spec = load_spec(str(path))
+    saved = measurements.saved(open_storage(url), measurements.subject(spec, load_data(spec, torch.device("cpu")).fingerprint), "speed_profile:")
+    (raw,) = saved.values()
+    profile = SpeedProfile.from_dict(raw)
+    assert profile.device.startswith("cpu") and profile.device in result.stdout
     assert all(math.isfinite(s.examples_per_second) for s in profile.sizes)

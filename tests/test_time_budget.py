@@ -111,8 +111,13 @@ def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path:
     assert len(trials) == 3
     for trial in trials:
         attrs, batch_size = trial.user_attrs, trial.params["batch_size"]
-        # Steps come from the stored profile, not the clock: a rerun trains exactly these.
-        assert attrs["steps"] == {16: 187, 32: 140, 64: 93}[batch_size]  # floor(1.5 s x rate / B)
+        # Steps come from a predicted rate, not the clock: floor(1.5 s x rate / B), the rate stored on the trial.
+        assert attrs["steps"] == math.floor(1.5 * attrs["predicted_examples_per_second"] / batch_size)
+        if trial.number == 0:  # the first trial has only the stored profile to go by
+            assert attrs["steps"] == {16: 187, 32: 140, 64: 93}[batch_size]
+        else:  # later ones use the rates earlier trials trained at on this device (the profile said 2000-4000 ex/s)
+            earlier = [t.user_attrs["examples_per_second"] for t in trials[: trial.number]]
+            assert attrs["predicted_examples_per_second"] != profile.rate(batch_size) and min(earlier) > 0
         assert attrs["predicted_seconds"] <= 1.5 and attrs["train_seconds"] > 0 and attrs["budget_seconds"] == 1.5
         # Pruners compare at equal predicted time: reports keyed by multiples of 500 ms.
         assert set(trial.intermediate_values) <= {500, 1000, 1500} and trial.intermediate_values

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from optuna.trial import FrozenTrial
 
@@ -14,7 +13,6 @@ from search.analysis.per_batch_size import WELL_EXPLORED
 from search.analysis.pruning import finished
 from search.analysis.trials import loss_bound
 from search.analysis.wording import sizes_text
-from search.measure.profile import PROFILE_ATTR_PREFIX, SpeedProfile
 from search.record import TrialRecord, is_finite
 from search.store.trials import is_completed
 
@@ -43,11 +41,6 @@ class DeviceSpeeds:
     seconds_to_target: dict[int, float | None]
     common_examples: float | None  # the most examples every batch size here reached
     loss_at_common_examples: dict[int, float]
-
-
-def stored_profiles(study_attrs: Mapping[str, Any]) -> list[SpeedProfile]:
-    """Every device's speed profile stored on the study (its user attributes), one per device."""
-    return [SpeedProfile.from_dict(v) for k, v in sorted(study_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
 
 
 def trial_points(trial: FrozenTrial) -> list[CurvePoint]:

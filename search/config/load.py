@@ -10,18 +10,21 @@ from pydantic import ValidationError
 from search.config.spec import StudySpec
 from search.errors import UserError
 
-STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 
 def find_study_file(study: str) -> Path:
     """`--study` is a file path or the name of a file in `studies/`."""
     candidates = [Path(study), Path("studies") / f"{study}.yaml", STUDIES_DIR / f"{study}.yaml"]
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name too long for the file system, say: not a file
+            continue
     known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
     raise UserError(
-        f"No study file for '{study}'. Pass a path to a YAML study file or one of the shipped "
+        f"No study file for '{study[:120]}'. Pass a path to a YAML study file or one of the shipped "
         f"studies: {', '.join(known) or '(none found)'}."
     )
 

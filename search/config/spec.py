@@ -252,12 +252,14 @@ class DiagnosticsSpec(_Spec):
         return self
 
 
+STUDY_NAME = r"^[A-Za-z0-9_.-]+$"
+MAX_STUDY_NAME = 100
 BUILT_IN_LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 
 
 class StudySpec(_Spec):
     # It names files (results/<name>.sqlite3, report folders) and database rows: short and plain.
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
+    name: Annotated[str, Field(pattern=STUDY_NAME, max_length=MAX_STUDY_NAME)]
     description: str = ""
     # The images of a built-in source, or the user's own `data` (a LightningDataModule, or a
     # callable returning {"train": Dataset, "val": Dataset[, "test": Dataset]}): exactly one.
@@ -347,6 +349,12 @@ class StudySpec(_Spec):
 
     def steps(self, batch_size: int) -> int:
         return self.budget_examples // batch_size
+
+    def short_of_budget(self) -> list[tuple[int, int]]:
+        """(batch size, examples it trains) for the batch sizes that do not divide the example budget."""
+        if self.budget_seconds is not None:
+            return []
+        return [(b, self.steps(b) * b) for b in self.search_space.batch_sizes() if self.budget_examples % b]
 
     def report_every_ms(self) -> int:
         """With budget_seconds: milliseconds of predicted training time between validations."""

@@ -9,6 +9,8 @@ Accepted sources (`dataset.path` or `--data`):
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import io
 import itertools
@@ -17,8 +19,12 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
+import sys
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from search.config.spec import DatasetSpec
-from search.errors import UserError
+from search.errors import Interrupted, UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -113,7 +120,11 @@ def _cached(source: Path, image_size: int | None) -> ImageData:
         arrays = {name: np.load(entry / f"{name}.npy") for name in CACHE_ARRAYS}
         fingerprint = meta.get("fingerprint") or fingerprint_arrays(arrays, classes)
     else:
-        arrays, classes = _decode(source, image_size)
+        try:
+            with _signals_raise():
+                arrays, classes = _decode(source, image_size)
+        except _Signalled as signalled:
+            raise Interrupted(signalled.number, f"decoding {source}") from None
         fingerprint = fingerprint_arrays(arrays, classes)
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=entry.parent))
@@ -285,8 +296,10 @@ def _decode_chunk(blobs: list[bytes], image_size: int | None) -> np.ndarray | st
                 if image_size is not None and image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 images.append(np.asarray(image))
-        except (UnidentifiedImageError, OSError) as error:
-            return f"an image could not be decoded ({error})"
+        except Image.DecompressionBombError as error:
+            return f"an image is too large to decode safely ({str(error)[:120]}); resize it below {Image.MAX_IMAGE_PIXELS:,} pixels"
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            return f"an image could not be decoded ({str(error)[:200]})"
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         return _size_mismatch(shapes)
@@ -300,19 +313,60 @@ def _image_folder(members: Iterator[_Member], image_size: int | None, source: st
     final arrays once: peak memory stays near one copy of the images plus the encoded files.
     """
     places: list[tuple[str, str]] = []
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("fork")) as pool:
+    pool = ProcessPoolExecutor(len(os.sched_getaffinity(0)), mp_context=multiprocessing.get_context("fork"), initializer=_decoder_started)
+    try:
         jobs = []
         while chunk := list(itertools.islice(members, _CHUNK)):
             places.extend((split, cls) for split, cls, _ in chunk)
             jobs.append(pool.submit(_decode_chunk, [blob for _, _, blob in chunk], image_size))
-        try:
-            classes, labels, is_train = _labels(places, source)
-            splits = _fill_splits(jobs, is_train, source)
-        except UserError:
-            pool.shutdown(cancel_futures=True)
-            raise
+        classes, labels, is_train = _labels(places, source)
+        splits = _fill_splits(jobs, is_train, source)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no decoder may outlive this
+        _stop(pool)
+        raise
+    pool.shutdown()
     arrays = {"train_x": splits[True], "train_y": labels[is_train], "test_x": splits[False], "test_y": labels[~is_train]}
     return arrays, classes
+
+
+class _Signalled(BaseException):
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While decoding, Ctrl-C and SIGTERM raise in the main thread (then the decoders are stopped),
+    instead of a traceback or a death that leaves the decoders running. Elsewhere than the main
+    thread signals cannot be caught: the decoders' parent-death signal still stops them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(number: int, frame: object) -> None:
+        raise _Signalled(number)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _decoder_started() -> None:
+    """In each decoder process: leave Ctrl-C to the parent, and die with it (Linux), never orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):  # no public API stops running workers
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _labels(places: list[tuple[str, str]], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -333,8 +387,16 @@ def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str) -> dict[
     splits: dict[bool, np.ndarray] = {}
     filled = {True: 0, False: 0}
     start = 0
+    # A bar on a terminal; in a log, a line at each quarter with the time left.
+    bar = tqdm(total=len(is_train), desc="decoding", unit="img", unit_scale=True, leave=False, disable=not sys.stdout.isatty())
+    started, quarter = time.monotonic(), 1
     while jobs:
         decoded = jobs.pop(0).result()
+        bar.update(len(decoded))
+        if bar.disable and quarter < 4 and (start + len(decoded)) * 4 >= quarter * len(is_train):
+            done, elapsed = start + len(decoded), time.monotonic() - started
+            print(f"decoding {done:,}/{len(is_train):,} images, {elapsed:.0f} s, about {elapsed * (len(is_train) - done) / done:.0f} s left", flush=True)
+            quarter += 1
         if isinstance(decoded, str):
             raise UserError(f"{source}: {decoded}. Remove or replace the broken file.")
         if not splits:
@@ -346,6 +408,7 @@ def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str) -> dict[
             target[filled[flag] : filled[flag] + len(part)] = part
             filled[flag] += len(part)
         start += len(decoded)
+    bar.close()
     return splits
 
 

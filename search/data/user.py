@@ -29,7 +29,7 @@ from search.errors import UserError
 # Collated data sets up to this size (and a quarter of the free memory) are held on the device.
 IN_MEMORY_BYTES = 2 * 2**30
 EVAL_BATCH = 1024
-LOADER_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))
+LOADER_WORKERS = min(4, len(os.sched_getaffinity(0)) - 1)
 
 
 def _sized(dataset: Any) -> int | None:

@@ -43,8 +43,8 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, batch_
     torch.manual_seed(args.seed)
     model = build_model(spec, data).to(data.device, memory_format=data.memory_format)
     # The study's training step, optimizer and learning-rate schedule, exactly as a trial has them.
-    step = training_step(spec, model, data.device)
-    (optimizer,), (scheduler,) = TrialModule(step, plan, spec.optimizer, spec.schedule).configure_optimizers()
+    training = training_step(spec, model, data.device)
+    (optimizer,), (scheduler,) = TrialModule(training, plan, spec.optimizer, spec.schedule).configure_optimizers()
 
     print(
         f"probe    {spec.model.describe()} at batch size {batch_size}, lr {lr:.4g} (effective {step_lr:.4g}), momentum "
@@ -61,13 +61,13 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, batch_
     for boundary in boundaries:
         while step < boundary:
             optimizer.zero_grad(set_to_none=True)
-            loss_sum = step.accumulate(next(train_batches), None, batch_size)
+            loss_sum = training.accumulate(next(train_batches), None, batch_size)
             optimizer.step()
             scheduler.step()
             losses.append(float(loss_sum) / batch_size)
             step += 1
         point_started = time.perf_counter()
-        estimate = noise_scale.estimate(step, measure_batches, args.small_batch, args.measurements)
+        estimate = noise_scale.estimate(training, measure_batches, args.small_batch, args.measurements)
         train_loss = statistics.fmean(losses) if losses else None
         losses = []
         points.append({

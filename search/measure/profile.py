@@ -3,7 +3,9 @@ per device), read by the trials, the time budget and the report."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
@@ -71,6 +73,26 @@ class SpeedProfile:
     def fastest(self) -> SizeSpeed:
         return max(self.sizes, key=lambda s: s.examples_per_second)
 
+    def noisy_sizes(self) -> list[int]:
+        """Sizes whose fastest window ran over NOISY_RATIO x the slowest: measured on a busy device."""
+        return [s.batch_size for s in self.sizes if s.fastest > NOISY_RATIO * s.slowest]
+
+    def corrected(self, observed: dict[int, float]) -> SpeedProfile:
+        """The profile with the rates trials actually trained at (examples/s by micro-batch size).
+
+        What a trial measures over a whole run outweighs seconds of profiling, which a burst of
+        load, or a trial's own overhead on a tiny model, can put off several-fold. Observed sizes
+        take their observed rate; the others are scaled by the median observed/profiled ratio.
+        A corrected size has repeats=0: it comes from trials, not from timed windows.
+        """
+        if not observed:
+            return self
+        ratio = statistics.median(rate / self.rate(size) for size, rate in observed.items())
+        sizes = {s.batch_size: replace(s, examples_per_second=s.examples_per_second * ratio, repeats=0) for s in self.sizes}
+        for size, rate in observed.items():
+            known = sizes.get(size)
+            sizes[size] = SizeSpeed(size, rate, rate, rate, 0, 0, known.peak_memory_bytes if known else 0)
+        return replace(self, sizes=tuple(sizes[b] for b in sorted(sizes)))
 
 def fastest_micro_batch(profile: SpeedProfile, batch_size: int) -> int:
     """The power-of-two micro-batch that divides `batch_size` with the highest measured examples/s.
@@ -87,8 +109,12 @@ def stored(study: optuna.Study, device_name: str) -> SpeedProfile | None:
 
 
 def all_stored(study: optuna.Study) -> list[SpeedProfile]:
-    """Every device's profile: a study whose workers ran on different devices keeps one each."""
-    return [SpeedProfile.from_dict(v) for k, v in sorted(study.user_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
+    return profiles_in(study.user_attrs)
+
+
+def profiles_in(study_attrs: Mapping[str, Any]) -> list[SpeedProfile]:
+    """Every device's speed profile stored on a study (its user attributes), one per device."""
+    return [SpeedProfile.from_dict(v) for k, v in sorted(study_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
 
 
 def store(study: optuna.Study, profile: SpeedProfile) -> None:
@@ -108,7 +134,7 @@ def format_table(profile: SpeedProfile) -> str:
             f"{1000 * s.batch_size / s.examples_per_second:>8.1f}  {s.peak_memory_bytes / 2**20:>8,.1f} MB"
             + ("  <- fastest" if s is fastest else "")
         )
-    noisy = [s.batch_size for s in profile.sizes if s.fastest > NOISY_RATIO * s.slowest]
+    noisy = profile.noisy_sizes()
     if noisy:
         lines.append(
             f"noisy: at batch sizes {', '.join(map(str, noisy))} the fastest window ran over {NOISY_RATIO:g}x the slowest; "

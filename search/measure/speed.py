@@ -18,7 +18,7 @@ import torch
 from search.config.spec import StudySpec
 from search.data.source import TrialData
 from search.errors import UserError
-from search.measure.profile import REPEATS, SizeSpeed, SpeedProfile
+from search.measure.profile import NOISY_RATIO, REPEATS, SizeSpeed, SpeedProfile
 from search.train.model import build_model, training_step
 from search.train.optim import build_optimizer
 
@@ -29,6 +29,8 @@ TIMED_SECONDS = 0.4
 WARMUP_SECONDS = 0.1
 # The whole profile stops adding larger sizes once it has spent this long...
 PROFILE_SECONDS = 30.0
+# Times a size whose windows disagree by more than NOISY_RATIO is timed again.
+NOISY_RETRIES = 2
 # ...or once throughput has fallen for two sizes in a row to below this share of the best:
 # on a CPU larger batches only get slower, and measuring them costs the most.
 FALLING_BELOW = 0.75
@@ -185,10 +187,18 @@ def measure(
             break
     if not warmed:
         raise UserError(f"Not even batch size {sizes[0]} fits on {device_name}: use a smaller model or a larger device.")
-    for _ in range(REPEATS):
-        for candidate in warmed:
-            steps = candidate.steps_per_repeat
-            candidate.rates.append(steps * candidate.batch_size / candidate.runner.timed(steps))
+    # Sizes whose windows disagree (the device was busy) are timed again, up to NOISY_RETRIES times.
+    pending = warmed
+    for _ in range(1 + NOISY_RETRIES):
+        for candidate in pending:
+            candidate.rates = []
+        for _ in range(REPEATS):
+            for candidate in pending:
+                steps = candidate.steps_per_repeat
+                candidate.rates.append(steps * candidate.batch_size / candidate.runner.timed(steps))
+        pending = [c for c in pending if max(c.rates) > NOISY_RATIO * min(c.rates)]
+        if not pending:
+            break
     measured = []
     for candidate in warmed:
         size = SizeSpeed(

@@ -1,7 +1,7 @@
 """A fixed training time per trial, turned into step counts with the device's speed profile.
 
-The step count, not the live clock, is what trains: the learning-rate schedule completes and a
-rerun on the same profile trains exactly the same steps (see the README, "The two speeds").
+The step count, fixed before the trial from a predicted rate (stored on the trial), not the live
+clock, is what trains: the learning-rate schedule completes (see the README, "The two speeds").
 """
 from __future__ import annotations
 

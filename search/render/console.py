@@ -1,27 +1,19 @@
 """What the user sees while a study runs: a line per checkpoint, a line per trial, a summary."""
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import statistics
+import sys
+from datetime import datetime
+from typing import TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
 
 from search.config.spec import StudySpec
 from search.record import Checkpoint, TrialRecord
 from search.render.text import number_text
 from search.store.urls import backend, redact
-
-
-def checkpoint_line(budget_examples: int | None, trial: optuna.Trial, checkpoint: Checkpoint) -> None:
-    """Bind the budget with functools.partial: no storage read at each validation (None: a time budget)."""
-    budget = f"/{budget_examples:,}" if budget_examples else ""
-    accuracy = "" if checkpoint.val_acc is None else f"  val_acc {checkpoint.val_acc:.3f}"
-    print(
-        f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}{budget} examples  "
-        f"train_loss {checkpoint.train_loss:.4f}  val_loss {checkpoint.val_loss:.4f}{accuracy}",
-        flush=True,
-    )
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -32,16 +24,11 @@ def trial_line(trial: FrozenTrial) -> str:
     return (
         f"trial {trial.number:>4}  B={params.get('batch_size', '?'):>5}  lr={number_text(params.get('lr'), '.4g', 'nan')} "
         f"(eff {number_text(record.effective_lr, '.4g', 'nan')})  momentum={number_text(params.get('momentum'), '.3f', 'nan')}  "
-        f"val_loss={number_text(value, '.4f', str(value))}  {trial.state.name:<8} "
+        f"val_loss={number_text(value, '.4f', str(value))}  {trial.state.name:<8} {number_text(record.examples_seen, ',', '?'):>9} ex  "
         f"{record.wall_seconds or 0:7.1f}s  {record.examples_per_second or 0:8,.0f} ex/s"
         + (f"  trained {record.train_seconds:.1f}s, predicted {record.predicted_seconds:.1f}s" if timed else "")
         + (f"  ({record.reason})" if record.reason else "")
     )
-
-
-def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """An Optuna callback: one line per finished trial."""
-    print(trial_line(trial), flush=True)
 
 
 def summary(study: optuna.Study, dashboard_url: str) -> str:
@@ -67,10 +54,83 @@ def summary(study: optuna.Study, dashboard_url: str) -> str:
     return "\n".join(lines)
 
 
-def progress_listeners(spec: StudySpec, quiet: bool) -> tuple[Callable[[optuna.Trial, Checkpoint], None] | None, Callable[[optuna.Study, FrozenTrial], None]]:
-    """What a worker prints: a line per validation checkpoint (unless quiet) and a line per finished trial."""
-    budget = None if spec.budget_seconds is not None else spec.budget_examples
-    return (None if quiet else functools.partial(checkpoint_line, budget)), print_trial
+def duration(seconds: float) -> str:
+    """12s, 4m05s, 1h23m: what a person reads in a progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """What a worker prints while it runs, the way Lightning and Optuna users expect it.
+
+    On a terminal, a tqdm bar per running trial (examples, rate, ETA); in a log (not a
+    terminal) no bar, and every validation checkpoint is a line with the trial's elapsed time,
+    its rate and its ETA. After each trial: its line, then the study's progress towards
+    n_trials with an ETA from the mean duration of its finished trials. `quiet` leaves out the
+    bar and the checkpoint lines.
+    """
+
+    def __init__(self, spec: StudySpec, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.spec = spec
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.terminal = self.stream.isatty()
+        self.bar: tqdm | None = None
+        self.total: dict[int, int] = {}  # trial number -> examples it will train
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def on_step(self, trial: optuna.Trial, examples_seen: int, total_examples: int) -> None:
+        self.total[trial.number] = total_examples
+        if self.quiet or not self.terminal:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total_examples, desc=f"trial {trial.number}", unit="ex", unit_scale=True, leave=False, file=self.stream, dynamic_ncols=True)
+        self.bar.update(examples_seen - self.bar.n)
+
+    def on_checkpoint(self, trial: optuna.Trial, checkpoint: Checkpoint) -> None:
+        if self.quiet:
+            return
+        total = self.total.get(trial.number) or (self.spec.budget_examples if self.spec.budget_seconds is None else 0)
+        accuracy = "" if checkpoint.val_acc is None else f"  val_acc {checkpoint.val_acc:.3f}"
+        elapsed = (datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        rate = checkpoint.examples_seen / elapsed if elapsed > 0 else 0.0
+        pace = f"  {duration(elapsed)} elapsed, {rate:,.0f} ex/s" + (f", ETA {duration((total - checkpoint.examples_seen) / rate)}" if rate and total else "")
+        self._write(
+            f"  trial {trial.number:>4}  {checkpoint.examples_seen:>10,}{f'/{total:,}' if total else ''} examples  "
+            f"train_loss {checkpoint.train_loss:.4f}  val_loss {checkpoint.val_loss:.4f}{accuracy}{pace}"
+        )
+
+    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """An Optuna callback: the trial's line, then the study's progress."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.total.pop(trial.number, None)
+        self._write(trial_line(trial))
+        self._write(study_progress(study, self.spec.n_trials))
+
+
+def study_progress(study: optuna.Study, n_trials: int | None) -> str:
+    """`study 12/64 finished, 2 running; ETA 1h20m` from the mean wall time of its finished trials."""
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    walls = [w for w in (TrialRecord.of(t).wall_seconds for t in finished) if w]
+    line = f"study    {len(finished)}{f'/{n_trials}' if n_trials else ''} finished, {running} running"
+    if n_trials and walls and len(finished) < n_trials:
+        # Trials that run in parallel finish together: divide by the workers seen running (at least 1).
+        remaining = (n_trials - len(finished)) * statistics.fmean(walls) / max(1, running)
+        line += f"; ETA {duration(remaining)} at {duration(statistics.fmean(walls))} a trial"
+    return line
 
 
 def print_header(spec: StudySpec, url: str, data: str, workers: str) -> None:

@@ -31,12 +31,11 @@ from search.analysis.schedules import (
 )
 from search.analysis.speeds import (
     DeviceSpeeds,
-    stored_profiles,
     two_speeds,
     two_speeds_sentence,
 )
 from search.analysis.summary import summary_lines
-from search.measure.profile import SpeedProfile
+from search.measure.profile import SpeedProfile, profiles_in
 from search.record import TrialRecord
 from search.render.figures import (
     figure_best_per_batch_size,
@@ -206,11 +205,12 @@ img { max-width: 100%; border: 1px solid #eee; } .meta { color: #555; font-size:
 
 def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: list[FrozenTrial], sections: dict[str, str]) -> str:
     spec = study.user_attrs.get("spec", {})
-    dataset, model = spec.get("dataset", {}), spec.get("model", {})
+    dataset, user_data, model = spec.get("dataset") or {}, spec.get("data") or {}, spec.get("model") or {}
+    data_text = user_data.get("class_path") or f"{dataset.get('name', '?')}{' (' + str(dataset.get('path')) + ')' if dataset.get('path') else ''}"
+    model_text = model.get("class_path") or f"{model.get('name', '?')} {model.get('args', '')}"
     meta = (
         f"Storage {redact(url)}. {len(trials)} trials: {state_counts(trials)}. "
-        f"Data: {dataset.get('name', '?')}{' (' + str(dataset.get('path')) + ')' if dataset.get('path') else ''}; "
-        f"model: {model.get('name', '?')} {model.get('args', '')}; budget: "
+        f"Data: {data_text}; model: {model_text}; optimizer: {(spec.get('optimizer') or {}).get('name', 'sgd')}; budget: "
         + (f"{spec['budget_seconds']:g} s of training per trial (steps from the speed profile); " if spec.get("budget_seconds") else
            f"{study.user_attrs.get('budget_examples', 0):,} training examples per trial, validation every {study.user_attrs.get('report_every_examples', 0):,}; ")
         + f"{study.user_attrs.get('lr_parameterization', '')}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
@@ -290,7 +290,7 @@ def write_report(
         "schedules": _schedule_section(schedules),
         "evaluation": _evaluation_section(evaluation, study.study_name),
         "top_table": _top_trials_table(done),
-        "two_speeds": _two_speeds_section(speeds, stored_profiles(study.user_attrs), trials, out),
+        "two_speeds": _two_speeds_section(speeds, profiles_in(study.user_attrs), trials, out),
     }
     page = out / "report.html"
     page.write_text(render_html(study, url, trials, done, sections), encoding="utf-8")

@@ -32,7 +32,12 @@ def subject(spec: StudySpec, data_fingerprint: str | None) -> str:
 
 
 def _study(storage: optuna.storages.BaseStorage) -> optuna.Study:
-    return optuna.create_study(storage=storage, study_name=MEASUREMENTS_STUDY, load_if_exists=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": it is not a study to the user
+    try:
+        return optuna.create_study(storage=storage, study_name=MEASUREMENTS_STUDY, load_if_exists=True)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def save(storage: optuna.storages.BaseStorage, of: str, name: str, value: Any) -> None:

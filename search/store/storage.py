@@ -7,8 +7,11 @@ Passwords are never printed: every URL shown goes through `redact`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import random
+import sqlite3
 import time
 import warnings
 from pathlib import Path
@@ -70,6 +73,31 @@ def _explain(error: Exception) -> str:
     return " ".join(str(original).split("\n")[0:2]).strip()
 
 
+def _check_sqlite_file(path: Path, url: str) -> None:
+    """An SQLite file we may use: ours or new, writable. A foreign database (tables, none of
+    Optuna's) is refused rather than filled with Optuna's tables and our views."""
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"Cannot create the SQLite storage {redact(url)}: {error.strerror}. Choose a writable folder.") from None
+        if not os.access(path.parent, os.W_OK):
+            raise UserError(f"Cannot create the SQLite storage {redact(url)}: the folder {path.parent} is not writable. Choose another.")
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"The SQLite storage {redact(url)} is not writable (or readable) by this user. Fix its permissions or use another file.")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        raise UserError(f"{path} is not an SQLite database. Point --storage at a study database or a new file.") from None
+    if tables and "version_info" not in tables:
+        raise UserError(
+            f"{path} is an SQLite database of something else (tables {', '.join(sorted(tables)[:5])}), not a study storage: "
+            "it is left untouched. Point --storage at a new file or an existing study database."
+        )
+
+
 def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: float = RETRY_WINDOW_SECONDS) -> optuna.storages.RDBStorage:
     """Connect (creating Optuna's tables if needed); an unreachable database is a UserError.
 
@@ -77,9 +105,7 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: 
     grace period by the next worker that starts a trial, and its parameters are queued again.
     """
     if backend(url) == "sqlite":
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(Path(make_url(url).database), url)
     try:
         storage = ReconnectingRDBStorage(
             url,
@@ -104,10 +130,13 @@ def create_or_resume(
 ) -> optuna.Study:
     """Create the study once (before any worker starts), or resume it if the spec and the data
     (its fingerprint, not its path: a moved copy resumes, different data never does) still match."""
-    ensure_views(storage)
-    study = optuna.create_study(
-        storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
-    )
+    try:
+        ensure_views(storage)
+        study = optuna.create_study(
+            storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
+        )
+    except sqlalchemy.exc.OperationalError as error:
+        raise UserError(f"Cannot write to the study storage: {_explain(error)}. Check that it is writable (not read-only) and run again.") from None
     stored = study.user_attrs.get("comparability")
     key = {**spec.comparability_key(), "data_fingerprint": data_fingerprint}
     if stored is None:

@@ -9,6 +9,7 @@ names, so the CSV/JSON of `search.best` and a `psql` query agree.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from search.config.load import find_study_file, load_spec
+from search.config.spec import MAX_STUDY_NAME, STUDY_NAME
 from search.errors import UserError
 from search.record import TrialRecord
 from search.store.storage import open_storage
@@ -41,6 +43,11 @@ def locate(study: str, cli_storage: str | None) -> tuple[str, str]:
             raise  # meant as a file, and there is none
         path = None
     if path is None:
+        if len(base) > MAX_STUDY_NAME or not re.fullmatch(STUDY_NAME, base):
+            raise UserError(
+                f"'{base[:60]}{'...' if len(base) > 60 else ''}' is neither a study file nor a study name (letters, digits, "
+                f"_ . - and at most {MAX_STUDY_NAME} characters). Pass the study file or the name search.run printed."
+            )
         return study, resolve_url(cli_storage, base)
     spec = load_spec(str(path))
     return spec.name + colon + suffix, resolve_url(cli_storage, spec.name, spec.storage)

@@ -25,13 +25,13 @@ def worker_count(requested: str) -> int:
 def describe_workers(count: int) -> str:
     if torch.cuda.is_available():
         return f"{count} x GPU"
-    return f"{count} x CPU ({max(1, (os.cpu_count() or 1) // count)} threads each)"
+    return f"{count} x CPU ({max(1, len(os.sched_getaffinity(0)) // count)} threads each)"
 
 
 def spawn_workers(spec: StudySpec, url: str, workers: int, quiet: bool, speed_profile: bool) -> int:
     """One subprocess per worker, each pinned to one GPU (or sharing the CPU's cores)."""
     gpus = torch.cuda.device_count()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
     processes = []
     for index in range(workers):
         env = {**os.environ, STORAGE_ENV: url, SPEC_ENV: spec.model_dump_json(), "SEARCH_THREADS": str(threads)}

@@ -12,6 +12,7 @@ from search.config.spec import StudySpec
 from search.data.source import TrialData
 from search.errors import UserError
 from search.measure.profile import (
+    NOISY_RATIO,
     PROFILE_ATTR_PREFIX,
     SpeedProfile,
     format_table,
@@ -28,7 +29,8 @@ def ensure_profile(
     study: optuna.Study, spec: StudySpec, data: TrialData, device_name: str, measure_if_missing: bool = True,
 ) -> SpeedProfile | None:
     """This device's profile for the study's model and data: on the study, among the storage's
-    measurements (then copied onto the study), or measured now and saved in both (if allowed)."""
+    measurements (then copied onto the study), or measured now and saved in both (if allowed).
+    With a time budget, a profile measured on a busy device is used with a warning."""
     of = measurements.subject(spec, data.fingerprint)
     profile = stored(study, device_name)
     if profile is None:
@@ -47,6 +49,16 @@ def ensure_profile(
             raise UserError(
                 f"A time budget (budget_seconds) needs the speed profile of {device_name} to turn seconds into steps, and "
                 f"there is none: leave out --skip-speed-profile, or run `python -m search.speed --study {spec.name}` first."
+            )
+        noisy = profile.noisy_sizes()
+        if noisy:
+            # Re-timed already (NOISY_RETRIES); what is left is corrected by the rates trials measure.
+            print(
+                f"warning  the speed profile of {device_name} was measured while the device was busy (at batch sizes "
+                f"{', '.join(map(str, noisy[:8]))} its timed windows differ by more than {NOISY_RATIO:g}x even after re-timing): "
+                f"the first trials' steps may be off until their measured rates replace it; for exact step counts measure "
+                f"again when the device is idle (python -m search.speed --study {spec.name})",
+                flush=True,
             )
         check_time_budget(spec, profile)
     return profile

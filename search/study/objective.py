@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import statistics
 import time
 from typing import Any, Callable, Sequence
 
@@ -11,6 +12,7 @@ import lightning.pytorch as pl
 import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from search.config.spec import StudySpec
 from search.data.source import TrialData
@@ -20,7 +22,7 @@ from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.measure.sharpness import diagnose
 from search.record import TrialRecord
 from search.study import space
-from search.study.reporting import CheckpointListener, ExamplesSeenReporter
+from search.study.reporting import ExamplesSeenReporter, ProgressListener
 from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter
 from search.train.fit import train
@@ -44,7 +46,7 @@ class Objective:
         spec: StudySpec,
         data: TrialData,
         device_name: str,
-        on_checkpoint: CheckpointListener | None = None,
+        progress: ProgressListener | None = None,
         on_start: Callable[[], None] | None = None,
         callbacks: Sequence[pl.Callback] = (),
         profile: SpeedProfile | None = None,
@@ -52,7 +54,7 @@ class Objective:
         self.spec = spec
         self.data = data
         self.device_name = device_name
-        self.on_checkpoint = on_checkpoint
+        self.progress = progress
         self.on_start = on_start
         self.callbacks = list(callbacks)  # extra Lightning callbacks, e.g. the benchmarks' step timer
         self.profile = profile  # this device's speed profile (search.speed); needed with budget_seconds
@@ -68,13 +70,14 @@ class Objective:
         if retried is not None:
             TrialRecord(retry_of=retried).store(trial)
         hp = space.sample(trial, spec)
-        fastest = fastest_micro_batch(self.profile, hp.batch_size) if self.profile else None
+        profile = self.profile.corrected(self._trained_rates(trial.study)) if self.profile else None
+        fastest = fastest_micro_batch(profile, hp.batch_size) if profile else None
         micro_batch_size = self.splitter.micro_batch_size(hp.batch_size, fastest)
         plan = make_plan(spec, hp, spec.sampler.seed * 1_000_003 + trial.number, micro_batch_size)
         timing: dict[str, Any] = {}
         if spec.budget_seconds is not None:
-            assert self.profile is not None, "the worker measures or loads the profile before any trial"
-            plan, timing = time_budget.time_plan(plan, spec, self.profile)
+            assert profile is not None, "the worker measures or loads the profile before any trial"
+            plan, timing = time_budget.time_plan(plan, spec, profile)
         attrs: dict[str, Any] = {
             **timing,
             "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
@@ -91,7 +94,7 @@ class Objective:
         }
         torch.manual_seed(plan.seed)  # the stored seed fixes the initial weights, too
         model = self.splitter.prepare(build_model(spec, self.data))
-        reporter = ExamplesSeenReporter(trial, self.on_checkpoint, spec.report_every_ms() if spec.budget_seconds is not None else None)
+        reporter = ExamplesSeenReporter(trial, self.progress, spec.report_every_ms() if spec.budget_seconds is not None else None)
         step = training_step(spec, model, self.data.device)
         try:
             log, steps_done, train_seconds = train(step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks])
@@ -140,6 +143,15 @@ class Objective:
             # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
             raise optuna.TrialPruned(attrs["reason"])
         return attrs["final_val_loss"]
+
+    def _trained_rates(self, study: optuna.Study) -> dict[int, float]:
+        """Median examples/s that this device's finished trials trained at, by micro-batch size."""
+        rates: dict[int, list[float]] = {}
+        for finished in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            record = TrialRecord.of(finished)
+            if record.device == self.device_name and record.micro_batch_size and record.examples_per_second:
+                rates.setdefault(record.micro_batch_size, []).append(record.examples_per_second)
+        return {size: statistics.median(values) for size, values in rates.items()}
 
     def _diagnose(self, step: TrainingStep, val_loss: float, train_seconds: float) -> dict[str, Any]:
         """Sharpness and generalization gap of a completed trial; a failure here is stored, never fails the trial."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Protocol
 
 import lightning.pytorch as pl
 import optuna
@@ -20,13 +20,23 @@ from search.record import Checkpoint
 from search.study.shutdown import STOP
 from search.train.module import Interrupted, TrialModule
 
-CheckpointListener = Callable[[optuna.Trial, Checkpoint], None]
+# How often a running trial tells its progress listener where it is.
+STEP_REPORT_SECONDS = 1.0
+
+
+class ProgressListener(Protocol):
+    """What a worker shows while it trains (the console's Progress implements it)."""
+
+    def on_step(self, trial: optuna.Trial, examples_seen: int, total_examples: int) -> None: ...
+
+    def on_checkpoint(self, trial: optuna.Trial, checkpoint: Checkpoint) -> None: ...
 
 
 class ExamplesSeenReporter(pl.Callback):
-    def __init__(self, trial: optuna.Trial, on_checkpoint: CheckpointListener | None = None, report_every_ms: int | None = None) -> None:
+    def __init__(self, trial: optuna.Trial, progress: ProgressListener | None = None, report_every_ms: int | None = None) -> None:
         self.trial = trial
-        self.on_checkpoint = on_checkpoint
+        self.progress = progress
+        self._next_step_report = 0.0
         # With a time budget, checkpoint k falls after k x report_every_ms of predicted training time
         # (a step count fixed per batch size from the speed profile) and is reported at that step.
         self.report_every_ms = report_every_ms
@@ -35,6 +45,11 @@ class ExamplesSeenReporter(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
         if STOP:
             raise Interrupted(STOP.reason)
+        if self.progress is not None and time.monotonic() >= self._next_step_report:  # a clock read per batch, a report per second
+            self._next_step_report = time.monotonic() + STEP_REPORT_SECONDS
+            assert isinstance(pl_module, TrialModule)
+            plan = pl_module.plan
+            self.progress.on_step(self.trial, plan.examples_after(trainer.global_step), plan.examples_after(plan.steps))
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validation_started = time.perf_counter()
@@ -48,8 +63,8 @@ class ExamplesSeenReporter(pl.Callback):
         log.validation_seconds += time.perf_counter() - self._validation_started
         stop_reason = None
         if trainer.is_global_zero:
-            if self.on_checkpoint:
-                self.on_checkpoint(self.trial, checkpoint)
+            if self.progress is not None:
+                self.progress.on_checkpoint(self.trial, checkpoint)
             if not (math.isfinite(checkpoint.train_loss) and math.isfinite(checkpoint.val_loss)):
                 stop_reason = "diverged"
             elif checkpoint.examples_seen % pl_module.plan.report_every_examples == 0:

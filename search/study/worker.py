@@ -22,13 +22,19 @@ from search.store.storage import TrialGate, open_storage
 from search.study.measured import ensure_profile
 from search.study.objective import Objective
 from search.study.pruners import build_pruner
-from search.study.reporting import CheckpointListener
+from search.study.reporting import ProgressListener
 from search.study.shutdown import STOP
 from search.study.space import build_sampler, sampler_seed
 from search.train.device import worker_device
 
 SPEC_ENV = "SEARCH_WORKER_SPEC"
 TrialListener = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class WorkerProgress(ProgressListener, Protocol):
+    """A trial's progress, and a line (or more) once it has finished."""
+
+    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
 
 
 class Gate(Protocol):
@@ -58,7 +64,17 @@ def take_turn(
             return "finished"
         if n_trials is not None and done + states[TrialState.RUNNING] >= n_trials:
             return "claimed"
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
+            if isinstance(error, ValueError) and not str(error).startswith("Cannot tell a"):  # Optuna's words for it
+                raise
+            # This worker was silent past its heartbeats (stopped, suspended, starved): another worker
+            # failed its trial and queued the configuration again. Nothing is lost; go on.
+            print(
+                "worker: this worker's trial was declared lost while it was not responding, and its configuration was "
+                "queued again by another worker; going on with the next trial.", file=sys.stderr, flush=True,
+            )
         return "ran"
     finally:
         gate.release()
@@ -70,8 +86,7 @@ def run_worker(
     worker_index: int = 0,
     data: TrialData | None = None,
     speed_profile: bool = True,
-    on_checkpoint: CheckpointListener | None = None,
-    on_trial: TrialListener | None = None,
+    progress: WorkerProgress | None = None,
 ) -> int:
     """Run trials until the study holds `spec.n_trials` finished (complete or pruned) trials, or time is up.
 
@@ -88,11 +103,11 @@ def run_worker(
     profile = ensure_profile(study, spec, data, device_name, measure_if_missing=speed_profile)
     objective = Objective(
         spec, data, device_name,
-        on_checkpoint=on_checkpoint, on_start=gate.release,
+        progress=progress, on_start=gate.release,
         profile=profile,
     )
     finished: list[FrozenTrial] = []
-    callbacks = [*([on_trial] if on_trial else []), lambda _, trial: finished.append(trial)]
+    callbacks = [*([progress.on_trial] if progress else []), lambda _, trial: finished.append(trial)]
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
     while time.monotonic() < deadline and not STOP:
         try:

@@ -42,6 +42,8 @@ def check_model(spec: StudySpec, data: TrialData) -> None:
         step = training_step(spec, model, data.device)
         batch = data.fixed_subset(2, seed=0)
         step.accumulate(batch, None, 2)
+        if step.lightning:
+            _check_validation_logs(model, batch, described)
         if not step.lightning and spec.model.name is not None:
             with torch.no_grad():
                 outputs = model.eval()(batch[0])
@@ -55,3 +57,21 @@ def check_model(spec: StudySpec, data: TrialData) -> None:
         raise UserError(
             f"Model '{described}'{arguments} cannot train on {data.describe()}: {detail}. Fix `model` (or `loss`) in the study file."
         ) from None
+
+
+def _check_validation_logs(model: nn.Module, batch: object, described: str) -> None:
+    """A LightningModule's validation_step must log `val_loss`: run it once and listen."""
+    logged: list[str] = []
+    model.log = lambda name, *args, **kwargs: logged.append(name)  # type: ignore[method-assign]
+    model.log_dict = lambda values, *args, **kwargs: logged.extend(values)  # type: ignore[method-assign]
+    try:
+        with torch.no_grad():
+            model.eval().validation_step(batch, 0)  # type: ignore[operator]
+    finally:
+        del model.log, model.log_dict
+        model.train()
+    if "val_loss" not in logged:
+        raise UserError(
+            f"The model `{described}`: its validation_step logged no 'val_loss' (logged: {', '.join(map(str, logged[:10])) or 'nothing'}); "
+            "the search compares trials on it. Add self.log('val_loss', loss) to validation_step."
+        )
