@@ -13,6 +13,9 @@ It also measures training FLOPs per example (PyTorch's FlopCounterMode, forward 
 the machine's fp32 matrix-multiply peak in the same run, and the share of a real trial's
 wall time spent outside training and validation steps (set-up, reporting, storage, fetching
 batches), projected to the study's default budget (`--long` runs that budget for real).
+
+Last, the cost of the training curves: the same `train()` with the default csv logger against
+`logging.logger: none` (same model, data and batch size, interleaved, median ratio).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import optuna
@@ -31,13 +35,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.report import Table, targets_line, write_result
 from search.config.load import load_spec
-from search.config.spec import StudySpec
+from search.config.spec import LoggingSpec, StudySpec
 from search.data.source import TrialData, load_data
 from search.store.storage import create_or_resume, open_storage
 from search.study.objective import Objective
 from search.study.pruners import build_pruner
 from search.study.reporting import ExamplesSeenReporter
 from search.study.space import build_sampler
+from search.train.curves import TrainingCurves
 from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.plan import TrainingPlan, lr_factor
@@ -123,6 +128,89 @@ def lightning_examples_per_second(problem: Problem, batch_size: int, steps: int)
     return (steps - WARMUP_STEPS) * batch_size / (timer.window_end - timer.window_start)
 
 
+class TimedCurves(TrainingCurves):
+    """The trial's TrainingCurves, adding up the seconds spent in its hooks and in the logger's calls from Lightning
+    (hyperparameters, save, finalize): the logging's own time inside a real trial, without differencing two noisy runs."""
+
+    def __init__(self, curves: TrainingCurves) -> None:
+        super().__init__(curves.logger, curves.every_n_steps, curves.hyperparameters)
+        self.seconds = 0.0
+        self._inside = False
+        for name in ("log_hyperparams", "log_metrics", "log_graph", "save", "finalize"):
+            setattr(self.logger, name, self._timed(getattr(self.logger, name)))
+
+    def _timed(self, method: Callable[..., None]) -> Callable[..., None]:
+        def timed(*args: object, **kwargs: object) -> None:
+            if self._inside:
+                return method(*args, **kwargs)
+            self._inside, started = True, time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+                self._inside = False
+
+        return timed
+
+    def on_train_start(self, *args: Any) -> None:
+        self._timed(super().on_train_start)(*args)
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self._timed(super().on_train_batch_end)(*args)
+
+    def on_train_end(self, *args: Any) -> None:
+        self._timed(super().on_train_end)(*args)
+
+    def on_validation_start(self, *args: Any) -> None:
+        self._timed(super().on_validation_start)(*args)
+
+    def on_validation_end(self, *args: Any) -> None:
+        self._timed(super().on_validation_end)(*args)
+
+
+@dataclass
+class LoggedRun:
+    steady: float  # examples/s after warm-up
+    whole: float  # the whole train() call's seconds
+    logging: float  # seconds inside the logging code (0 without a logger)
+
+
+def logged_run(problem: Problem, batch_size: int, steps: int, logging: LoggingSpec, run: str) -> LoggedRun:
+    """The service's `train()` with the study's logger set as `logging`, as run `run` of its experiment."""
+    plan = problem.plan(batch_size, steps)
+    trial = optuna.create_study().ask()
+    timer = StepTimer(WARMUP_STEPS)
+    step = problem.step(0)
+    started = time.perf_counter()
+    curves = TrainingCurves.create(logging, "logging_cost", run, Path(logging.dir or "."), {"batch_size": batch_size})
+    timed = TimedCurves(curves) if curves else None
+    created = time.perf_counter() - started
+    train(step, problem.data, plan, problem.spec.optimizer, problem.spec.schedule, [ExamplesSeenReporter(trial), timer], timed)
+    whole = time.perf_counter() - started
+    steady = (steps - WARMUP_STEPS) * batch_size / (timer.window_end - timer.window_start)
+    return LoggedRun(steady, whole, created + timed.seconds if timed else 0.0)
+
+
+def logging_cost(problem: Problem, batch_size: int, steps: int, repeats: int) -> tuple[list[str], float]:
+    """A table row and the median cost: the logging's own time as a share of the trial's (csv runs), and, as a
+    cross-check, examples/s with `logger: none` against csv, interleaved."""
+    none, csv, ratios, shares = [], [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(repeats):
+            order = ("none", "csv") if repeat % 2 == 0 else ("csv", "none")
+            runs = {kind: logged_run(problem, batch_size, steps, LoggingSpec(logger=kind, dir=folder), f"run_{repeat}") for kind in order}
+            none.append(runs["none"].steady)
+            csv.append(runs["csv"].steady)
+            ratios.append(runs["csv"].steady / runs["none"].steady)
+            shares.append(runs["csv"].logging / runs["csv"].whole)
+    every, share = LoggingSpec().every_n_steps, statistics.median(shares)
+    return [
+        f"{problem.spec.name} ({problem.spec.model.describe()})", str(batch_size), f"{steps} ({steps // every} points)",
+        f"**{share:.2%}**", f"{min(shares):.2%}–{max(shares):.2%}", f"{statistics.median(none):,.0f}", f"{statistics.median(csv):,.0f}",
+        f"{1 - statistics.median(ratios):+.1%} ({1 - max(ratios):+.0%} to {1 - min(ratios):+.0%})",
+    ], share
+
+
 def plain_examples_per_second(problem: Problem, batch_size: int, steps: int) -> float:
     """The loop a user would write by hand: same model, batches, augmentation, SGD and schedule."""
     spec, plan = problem.spec, problem.plan(batch_size, steps)
@@ -199,8 +287,9 @@ class Overhead:
 
 def measure_overhead(problem: Problem, batch_size: int, budget_examples: int) -> Overhead:
     """One real trial through the service's Objective on a real SQLite study, timed from outside."""
-    spec = problem.spec.model_copy(update={"budget_examples": budget_examples, "name": "overhead"})
     with tempfile.TemporaryDirectory() as folder:
+        # The default csv logger, as trials have it, writing into the temporary folder.
+        spec = problem.spec.model_copy(update={"budget_examples": budget_examples, "name": "overhead", "logging": LoggingSpec(dir=folder)})
         storage = open_storage(f"sqlite:///{folder}/overhead.sqlite3", spec.heartbeat_seconds, spec.storage_retry_seconds)
         study = create_or_resume(storage, spec, build_sampler(spec), build_pruner(spec), data_fingerprint=problem.data.fingerprint)
         study.enqueue_trial({"batch_size": batch_size, "lr": spec.search_space.lr.low, "momentum": spec.search_space.momentum.low})
@@ -262,11 +351,23 @@ def main(argv: list[str] | None = None) -> int:
     projected = overhead.projected(default_budget, validations_at_default)
     print(f"overhead: {overhead}", flush=True)
 
+    # The training curves' cost: the worst case is the most steps per second (smoke's tiny model, small batches).
+    logging_rows, logging_costs = [], []
+    for study, batch_size in (("smoke", 32), ("smoke", 512), ("cifar_bs", 32)):
+        problem = load_problem(study, args.data)
+        guess = plain_examples_per_second(problem, batch_size, WARMUP_STEPS + 4)
+        steps = max(steps_for(guess, batch_size, seconds), WARMUP_STEPS + 2 * LoggingSpec().every_n_steps)  # 2 points at least
+        row, cost = logging_cost(problem, batch_size, steps, max(repeats, 5))
+        logging_rows.append(row)
+        logging_costs.append(cost)
+        print(" | ".join(row), flush=True)
+
     table = Table(["study (model)", "B", "service ex/s", "plain ex/s", "ratio (median)", "ratio range", "MFLOP/example", "of fp32 peak"], rows)
     targets = [
         ("ratio >= 0.95 at B >= 128", min(r for (s, b), r in ratios_at.items() if b >= 128) >= 0.95),
         ("ratio >= 0.85 at B = 32", min(r for (s, b), r in ratios_at.items() if b == 32) >= 0.85),
         ("outside steps < 3% of a default-budget trial", projected < 0.03),
+        ("csv training curves < 1% of a trial's time", max(logging_costs) < 0.01),
     ]
     body = [
         f"fp32 matrix-multiply peak measured in this run: **{peak / 1e9:.1f} GFLOP/s** (1024x1024 torch.mm, best of 20).",
@@ -283,6 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{overhead.outside_fraction:.2%} of this trial; "
         + (f"at the default budget ({default_budget:,} examples) measured directly." if args.long else
            f"projected to the default budget ({default_budget:,} examples, {validations_at_default} validations): **{projected:.2%}**."),
+        "",
+        f"**The training curves' cost** (`logging.logger: csv`, the default, a point every {LoggingSpec().every_n_steps} steps): "
+        f"the service's `train()` with the csv logger and with `none`, alternately, {max(repeats, 5)} interleaved repeats, "
+        f"{seconds:g} s per run (at least 2 points). Cost = the time inside the logging code (the logger's creation, the "
+        "callback's hooks, Lightning's calls to the logger; the training step itself is unchanged) over the whole `train()` "
+        "call, median and range of the csv runs. Comparing examples/s with and without the logger "
+        "(last column: 1 - csv/none, median and range) cannot resolve 1% on a shared machine; it is there as a cross-check.",
+        "",
+        Table(["study (model)", "B", "steps", "cost (median)", "cost range", "ex/s none", "ex/s csv", "1 - csv/none"], logging_rows).markdown(),
         "",
         targets_line(targets),
     ]

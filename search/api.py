@@ -35,6 +35,7 @@ from search.study.pruners import build_pruner
 from search.study.shutdown import STOP
 from search.study.space import build_sampler
 from search.study.worker import run_worker
+from search.train.curves import check_logger
 from search.train.device import worker_device
 from search.train.model import check_model
 
@@ -63,6 +64,7 @@ class Study:
         if n_trials is not None:
             return self.with_settings(n_trials=n_trials).run(workers=workers, quiet=quiet, speed_profile=speed_profile)
         spec, url = self.spec, self.url
+        check_logger(spec.logging, spec.name)  # a logger's missing package: one paragraph, before anything is stored
         count = worker_count(str(workers))
         if backend(url) == "sqlite" and count > 1:
             raise UserError(

@@ -32,6 +32,7 @@ _TABLE: list[tuple[str, Callable[[TrialRow], Any], Callable[[Any], str]]] = [
     ("val_acc", lambda row: row.record.final_val_acc, "{:.4f}".format),  # absent without a classification loss
     ("duration", lambda row: row.record.wall_seconds, "{:.1f}s".format),
     ("state", lambda row: row.state, str),
+    ("weights", lambda row: row.record.checkpoint_path, str),  # kept final weights (checkpoints), "-" when none
 ]
 
 
@@ -61,9 +62,9 @@ def format_table(rows: list[TrialRow]) -> str:
     cells = [["rank", *(header for header, _, _ in _TABLE)]]
     cells += [[str(rank), *(number_text(value(row), fmt, "-") for _, value, fmt in _TABLE)] for rank, row in enumerate(rows, start=1)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    # Text columns (the state, last) left-aligned, numbers right-aligned.
+    # Text columns (the state and the weights, last) left-aligned, numbers right-aligned.
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == len(widths) - 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+        "  ".join(cell.ljust(w) if i >= len(widths) - 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
         for line in cells
     )
 

@@ -5,6 +5,10 @@ SQLite file and $SEARCH_STORAGE just work), checks that the study is there, and 
 storage it opened with optuna-dashboard. Without `--study` it serves whatever studies the
 storage holds (docker-compose.yml starts it that way, before any worker has created one). It binds to 127.0.0.1 unless told otherwise: the
 dashboard can rename and delete studies and has no authentication.
+
+With `--study`, it also serves the study's artifact store (`search.store.artifacts`): the kept
+weights of the best trials on their trials' pages, and the report's figures (`search.report`)
+on the study's page, images previewed.
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import os
 import sys
 
 import optuna_dashboard
+from optuna.artifacts import FileSystemArtifactStore
 
 from search.cli import command_parser
 from search.errors import UserError, exits_on_user_error
+from search.store.artifacts import study_artifact_folder
 from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
 from search.store.urls import STORAGE_ENV, redact
 
@@ -43,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     storage = connect(url)
     address = f"http://{'localhost' if args.host in ('127.0.0.1', 'localhost') else args.host}:{args.port}"
     print(f"optuna-dashboard on {redact(url)}: {address}/dashboard", flush=True)
+    artifact_store = None
     if args.study:
         study = load(storage, study_name, url)
+        folder = study_artifact_folder(study, url)
+        if folder is not None and folder.is_dir():
+            artifact_store = FileSystemArtifactStore(folder)
+            print(f"  artifacts (kept weights, report figures): {folder}", flush=True)
         for shown in filter(None, (study, find(storage, study_name + EVALUATION_SUFFIX))):
             study_id = storage.get_study_id_from_name(shown.study_name)
             trials = len(shown.get_trials(deepcopy=False))
@@ -52,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}; the dashboard has no login and can delete studies.", file=sys.stderr, flush=True)
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store)
     except OSError as error:
         raise UserError(f"The dashboard cannot listen on {args.host}:{args.port}: {error.strerror or error}. Pick another --port.") from None
     return 0

@@ -9,14 +9,23 @@ The runs are stored as trials of a second Optuna study, `<study>:evaluation`, in
 storage. That keeps them queryable exactly like the search (the `search_evaluation` SQL view,
 the dashboard, Optuna's API) while the search's own trials, and its sampler's history, hold
 only what the search chose. A rerun adds only the (configuration, seed) pairs not yet completed.
+
+`--from-checkpoint` retrains nothing: it loads the final weights that the top trials kept (the
+study's `checkpoints`, `search.store.artifacts`) and measures them on the test split, once each
+(seeds do not apply), stored in the same evaluation study with their `checkpoint_path`. They were
+trained on the search's training split only, so they measure the trials themselves, not the
+configurations. A trial whose weights were not kept (outside the k best, pruned, `keep: none`) is
+named, not measured.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import torch
@@ -25,17 +34,23 @@ from optuna.trial import FrozenTrial, TrialState
 from search.analysis.evaluation import evaluation_results, mean_spread_text
 from search.cli import command_parser
 from search.config.spec import StudySpec
+from search.data.slicing import batch_length
 from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
-from search.record import EvaluationRecord
+from search.record import EvaluationRecord, TrialRecord
 from search.render.text import number_text
 from search.store.storage import stored_spec
 from search.store.trials import EVALUATION_SUFFIX, completed, connect, load, locate
-from search.store.urls import STORAGE_ENV
+from search.store.urls import RESULTS_DIR, STORAGE_ENV
 from search.store.views import EVALUATION_MARKER, ensure_views
 from search.study import space
 from search.study.reporting import ExamplesSeenReporter
-from search.train.accumulation import BatchSplitter
+from search.train.accumulation import (
+    BatchSplitter,
+    has_batch_norm,
+    use_ghost_batch_norm,
+)
+from search.train.curves import TrainingCurves, check_logger, hyperparameters
 from search.train.device import worker_device
 from search.train.fit import train
 from search.train.model import build_model, training_step
@@ -51,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=3, help="how many of the best completed trials to retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (default 3)")
     parser.add_argument("--data", help="data set location, if not where the study was run (see search.run --data)")
+    parser.add_argument(
+        "--from-checkpoint", action="store_true",
+        help="measure the final weights the top trials kept on the test split, without retraining (--seeds does not apply)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,7 +110,12 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
         # Seeding before the model is built makes `seed` fix the initial weights too.
         torch.manual_seed(seed)
         step = training_step(spec, splitter.prepare(build_model(spec, data)), data.device)
-        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)])
+        # Its curves beside the search's runs: results/<study>/logs/<study>/evaluation_<n>_trial_<source>_seed_<seed>.
+        curves = TrainingCurves.create(
+            spec.logging, spec.name, f"evaluation_{trial.number}_trial_{source.number}_seed_{seed}", RESULTS_DIR / spec.name,
+            hyperparameters(hp, spec.optimizer.name, source_trial=source.number, seed=seed, steps=steps),
+        )
+        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)], curves)
         examples_seen = plan.examples_after(steps_done)
         record = EvaluationRecord(
             source_trial=source.number, seed=seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
@@ -113,6 +137,88 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
     return study.tell(trial, state=TrialState.FAIL)
 
 
+def measure_kept(study: optuna.Study, source: FrozenTrial, spec: StudySpec, data: TrialData, train_images: int, device_name: str) -> FrozenTrial:
+    """Load `source`'s kept final weights and measure them on the test split (no training), as one trial of `study`."""
+    kept = TrialRecord.of(source)
+    assert kept.checkpoint_path is not None
+    model = build_model(spec, data)
+    if isinstance(kept.normalization_batch, int) and has_batch_norm(model):
+        # Kept as trained, ghost batch norm included (keys `...norm.weight`); in eval mode it is plain batch norm.
+        model = use_ghost_batch_norm(model, kept.normalization_batch)
+    step = training_step(spec, model, data.device)
+    if step.lightning:
+        raise UserError(
+            "--from-checkpoint measures with the study's loss, and this study's model is a LightningModule that computes its own "
+            "(validation_step). Retrain instead: python -m search.evaluate without --from-checkpoint."
+        )
+    with warnings.catch_warnings():  # as in run_one: the evaluation trial gets the source trial's parameters
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler(source.params, optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    try:
+        started = time.perf_counter()
+        hp = space.sample(trial, spec)
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects.
+        model.load_state_dict(torch.load(kept.checkpoint_path, map_location="cpu", weights_only=True))
+        model.to(data.device, memory_format=data.memory_format).eval()
+        loss_sum, correct, examples = 0.0, 0.0, 0
+        for batch in data.val_batches():
+            batch_loss, batch_correct = step.evaluate(batch)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct) if batch_correct is not None else 0.0
+            examples += batch_length(batch)
+        record = EvaluationRecord(
+            source_trial=source.number, seed=kept.seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
+            optimizer=spec.optimizer.name, steps=kept.steps, examples_seen=kept.examples_seen, budget_examples=spec.budget_examples,
+            train_images=train_images, test_images=examples, train_loss=kept.train_loss, device=device_name,
+            test_loss=loss_sum / max(examples, 1), test_acc=correct / max(examples, 1) if step.classifies else None,
+            wall_seconds=time.perf_counter() - started, checkpoint_path=kept.checkpoint_path,
+        )
+        record.store(trial)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    return study.tell(trial, record.test_loss) if math.isfinite(record.test_loss) else study.tell(trial, state=TrialState.FAIL)  # type: ignore[arg-type]
+
+
+def from_checkpoint(storage: optuna.storages.BaseStorage, source: optuna.Study, spec: StudySpec, chosen: list[FrozenTrial]) -> int:
+    """`--from-checkpoint`: measure the kept weights of the chosen trials, each once (a rerun measures nothing twice)."""
+    kept = {t.number for t in chosen if (path := TrialRecord.of(t).checkpoint_path) and Path(path).is_file()}
+    if not kept:
+        raise UserError(
+            f"None of the top {len(chosen)} trials of study '{source.study_name}' has kept weights, so there is nothing to measure "
+            "without retraining. Check the study file's checkpoints (keep: best_k; on PostgreSQL a shared checkpoints.dir), "
+            "or retrain: python -m search.evaluate without --from-checkpoint."
+        )
+    device, device_name = worker_device()
+    data = load_data(spec, device)
+    test = data.for_final_evaluation()
+    study = evaluation_study(storage, source, spec)
+    done = {
+        record.checkpoint_path: run
+        for run in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (record := EvaluationRecord.of(run)).checkpoint_path
+    }
+    print(
+        f"measuring the kept weights of {len(kept)} of the top {len(chosen)} trials of study '{source.study_name}' on "
+        f"{test.val_size:,} test examples, without retraining; results in study '{study.study_name}'",
+        flush=True,
+    )
+    failed = 0
+    for trial in chosen:
+        if trial.number not in kept:
+            print(
+                f"trial {trial.number:>4}  B={trial.params['batch_size']:>5}  no kept weights (only the best checkpoints.k completed "
+                f"trials keep theirs, none with keep: none): retrain it with search.evaluate without --from-checkpoint",
+                flush=True,
+            )
+            continue
+        run = done.get(TrialRecord.of(trial).checkpoint_path) or measure_kept(study, trial, spec, test, data.train_size, device_name)
+        failed += run.state != TrialState.COMPLETE
+        print(_run_line(run), flush=True)
+    return 1 if failed else 0
+
+
 def _run_line(run: FrozenTrial) -> str:
     record = EvaluationRecord.of(run)
     outcome = (
@@ -121,7 +227,8 @@ def _run_line(run: FrozenTrial) -> str:
     )
     return (
         f"trial {record.source_trial:>4}  B={run.params['batch_size']:>5}  lr={run.params['lr']:.4g} "
-        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={run.params['momentum']:.3f}  seed {record.seed}  {outcome}  "
+        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={run.params['momentum']:.3f}  "
+        f"{'kept weights' if record.checkpoint_path else f'seed {record.seed}'}  {outcome}  "
         f"{number_text(record.wall_seconds, '.1f')}s"
     )
 
@@ -135,13 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     storage = connect(url)
     source = load(storage, study_name, url)
     spec = stored_spec(source, args.data)
+    check_logger(spec.logging, spec.name)  # before the evaluation study is created
     chosen = completed(source)[: args.top]
+    if args.from_checkpoint:
+        return from_checkpoint(storage, source, spec, chosen)
     device, device_name = worker_device()
     data = load_data(spec, device).for_final_evaluation()
     study = evaluation_study(storage, source, spec)
     done = {
         (record.source_trial, record.seed)
         for record in map(EvaluationRecord.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if record.checkpoint_path is None  # measured kept weights (--from-checkpoint), not retrained
     }
     print(
         f"evaluating the top {len(chosen)} of study '{study_name}' with {args.seeds} seeds each: trained on all "

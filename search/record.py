@@ -155,6 +155,10 @@ class TrialRecord(RunRecord):
     diagnostics_seconds: float | None = None
     diagnostics_skipped: str | None = None  # why the sharpness was not measured
     retry_of: int | None = None  # the trial number this one re-runs (lost worker or interrupted)
+    # The final weights, while the trial is among the study's best `checkpoints.k` completed trials
+    # (`search.store.artifacts`): a plain state dict in Optuna's artifact store. Both are removed with the weights.
+    checkpoint_artifact_id: str | None = None
+    checkpoint_path: str | None = None  # the file: torch.load(path, weights_only=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,3 +170,5 @@ class EvaluationRecord(RunRecord):
     test_images: int | None = None
     test_loss: float | None = None
     test_acc: float | None = None  # None unless the loss is a classification loss
+    # `search.evaluate --from-checkpoint`: the kept weights measured, not retrained; None for a retrained run.
+    checkpoint_path: str | None = None

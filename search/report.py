@@ -3,6 +3,10 @@
 It renders (`search.render.page`) what `search.analysis` computes from the study's own trials (and
 the test-set runs of `search.evaluate`, when there are any): PNG figures, their numbers as tables,
 and a plain-language summary. The page is static (no scripts, no network), so it opens anywhere.
+
+Its figures are also uploaded as study artifacts into the study's artifact store
+(`search.store.artifacts`), each replacing its previous upload, so optuna-dashboard shows them on
+the study's page next to Optuna's own plots (`python -m search.dashboard`).
 """
 from __future__ import annotations
 
@@ -12,10 +16,13 @@ import re
 import sys
 from pathlib import Path
 
+import optuna
+
 from search.analysis.speeds import TARGET_MARGIN
 from search.cli import command_parser
 from search.errors import UserError, exits_on_user_error
 from search.render.page import write_report
+from search.store.artifacts import study_artifact_folder, upload_figures
 from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
 from search.store.urls import STORAGE_ENV
 
@@ -55,7 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out, args.target_loss)
     print("\n".join(summary))
     print(f"report: {page.resolve()}")
+    _upload_figures(study, url, out, page)
     return 0
+
+
+def _upload_figures(study: optuna.Study, url: str, out: Path, page: Path) -> None:
+    """The page's figures (its <img> files), as study artifacts for optuna-dashboard; a failure here is a note, not an error."""
+    folder = study_artifact_folder(study, url)
+    if folder is None:
+        print("figures not uploaded to the dashboard: a PostgreSQL study has an artifact store only with checkpoints.dir "
+              "(a folder every worker reaches) in its study file.", file=sys.stderr)
+        return
+    figures = [out / name for name in re.findall(r'<img src="([^"/]+\.png)"', page.read_text(encoding="utf-8"))]
+    try:
+        names = upload_figures(study, url, folder, figures)
+    except (UserError, OSError) as error:
+        print(f"figures not uploaded to the dashboard: {error}", file=sys.stderr)
+        return
+    print(f"dashboard: {len(names)} figures uploaded as artifacts of study '{study.study_name}' (store {folder})")
 
 
 if __name__ == "__main__":

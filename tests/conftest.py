@@ -102,6 +102,7 @@ SMALL_STUDY: dict[str, Any] = {
     "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 2},
     "pruner": {"name": "median", "report_every_examples": 128, "args": {"n_startup_trials": 1}},
     "n_trials": 3,
+    "logging": {"logger": "none"},  # tests/test_logging.py covers the loggers; the others leave no logs behind
 }
 
 

@@ -28,12 +28,16 @@ class EvaluationResult:
 
 
 def evaluation_results(source: list[FrozenTrial], runs: list[FrozenTrial]) -> list[EvaluationResult]:
-    """Group completed test-set runs by the search trial they retrain, best search trial first."""
+    """Group completed test-set runs by the search trial they retrain, best search trial first.
+
+    Measurements of kept weights (`search.evaluate --from-checkpoint`) are not retrained runs: left out.
+    """
     by_number = {t.number: t for t in source}
     grouped: dict[int, list[tuple[FrozenTrial, EvaluationRecord]]] = {}
     for run in runs:
         record = EvaluationRecord.of(run)
-        if run.state == TrialState.COMPLETE and record.source_trial is not None and record.test_loss is not None:
+        retrained = record.checkpoint_path is None
+        if run.state == TrialState.COMPLETE and retrained and record.source_trial is not None and record.test_loss is not None:
             grouped.setdefault(record.source_trial, []).append((run, record))
     results = []
     for number, group in grouped.items():

@@ -257,6 +257,29 @@ MAX_STUDY_NAME = 100
 BUILT_IN_LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 
 
+class LoggingSpec(_Spec):
+    """A Lightning logger per trial, one run per trial named after the study and trial number.
+
+    `csv` by default: it needs no extra package, costs little, and any tool reads it
+    (`tensorboard` and `mlflow` need their packages). Training loss, learning rate, examples seen
+    and examples/s are logged every `every_n_steps` optimizer steps, validation metrics at each
+    checkpoint. `dir`: where the logs go (default results/<study>/logs; for mlflow the tracking URI).
+    """
+
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = "csv"
+    every_n_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    dir: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class CheckpointSpec(_Spec):
+    """The final weights of the best `k` completed trials, kept in an artifact store that every
+    worker can reach (default: a folder under results/<study>/); `none` keeps nothing."""
+
+    keep: Literal["none", "best_k"] = "best_k"
+    k: Annotated[int, Field(ge=1, le=1000)] = 3
+    dir: Annotated[str, Field(max_length=4096)] | None = None
+
+
 class StudySpec(_Spec):
     # It names files (results/<name>.sqlite3, report folders) and database rows: short and plain.
     name: Annotated[str, Field(pattern=STUDY_NAME, max_length=MAX_STUDY_NAME)]
@@ -286,6 +309,9 @@ class StudySpec(_Spec):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+    # What trials leave behind besides their numbers: not part of what makes trials comparable.
+    logging: LoggingSpec = LoggingSpec()
+    checkpoints: CheckpointSpec = CheckpointSpec()
     n_trials: Annotated[int, Field(ge=1, le=1_000_000)] | None = 50
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     storage: str | None = None

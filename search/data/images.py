@@ -312,6 +312,7 @@ def _image_folder(members: Iterator[_Member], image_size: int | None, source: st
     Reading finishes well before decoding, so the splits' sizes are known in time to allocate the
     final arrays once: peak memory stays near one copy of the images plus the encoded files.
     """
+    started = time.monotonic()
     places: list[tuple[str, str]] = []
     pool = ProcessPoolExecutor(len(os.sched_getaffinity(0)), mp_context=multiprocessing.get_context("fork"), initializer=_decoder_started)
     try:
@@ -320,7 +321,7 @@ def _image_folder(members: Iterator[_Member], image_size: int | None, source: st
             places.extend((split, cls) for split, cls, _ in chunk)
             jobs.append(pool.submit(_decode_chunk, [blob for _, _, blob in chunk], image_size))
         classes, labels, is_train = _labels(places, source)
-        splits = _fill_splits(jobs, is_train, source)
+        splits = _fill_splits(jobs, is_train, source, started)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no decoder may outlive this
         _stop(pool)
         raise
@@ -382,14 +383,15 @@ def _labels(places: list[tuple[str, str]], source: str) -> tuple[list[str], np.n
     return classes, labels, np.array([split == "train" for split, _ in places])
 
 
-def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str) -> dict[bool, np.ndarray]:
-    """Copy each decoded chunk into the train (True) or test (False) array and drop it at once."""
+def _fill_splits(jobs: list[Future], is_train: np.ndarray, source: str, started: float) -> dict[bool, np.ndarray]:
+    """Copy each decoded chunk into the train (True) or test (False) array and drop it at once;
+    `started` is when reading began (the time left is judged from it)."""
     splits: dict[bool, np.ndarray] = {}
     filled = {True: 0, False: 0}
     start = 0
     # A bar on a terminal; in a log, a line at each quarter with the time left.
     bar = tqdm(total=len(is_train), desc="decoding", unit="img", unit_scale=True, leave=False, disable=not sys.stdout.isatty())
-    started, quarter = time.monotonic(), 1
+    quarter = 1
     while jobs:
         decoded = jobs.pop(0).result()
         bar.update(len(decoded))

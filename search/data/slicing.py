@@ -25,17 +25,26 @@ def _map(batch: Batch, function: Callable[[torch.Tensor], Any]) -> Batch:
 
 
 def tensors_of(batch: Batch) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    _map(batch, lambda tensor: found.append(tensor))
-    return found
+    """Every tensor of the batch, in order."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else ()
+    return [tensor for value in values for tensor in tensors_of(value)]
+
+
+def _first_tensor(batch: Batch) -> torch.Tensor | None:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else ()
+    return next((found for found in map(_first_tensor, values) if found is not None), None)
 
 
 def batch_length(batch: Batch) -> int:
-    """Examples in the batch: the first dimension of its first tensor."""
-    tensors = tensors_of(batch)
-    if not tensors or tensors[0].dim() == 0:
+    """Examples in the batch: the first dimension of its first tensor (on the training step's path: kept cheap)."""
+    first = _first_tensor(batch)
+    if first is None or first.dim() == 0:
         raise ValueError("a batch must hold at least one tensor with the examples along its first dimension")
-    return len(tensors[0])
+    return len(first)
 
 
 def split_batch(batch: Batch, size: int | None) -> list[Batch]:

@@ -5,6 +5,7 @@ import gc
 import os
 import socket
 import statistics
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -20,11 +21,14 @@ from search.errors import TrialFailed
 from search.measure import time_budget
 from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.measure.sharpness import diagnose
-from search.record import TrialRecord
+from search.record import TrialRecord, is_finite
+from search.store.artifacts import CheckpointKeeper
+from search.store.urls import RESULTS_DIR
 from search.study import space
 from search.study.reporting import ExamplesSeenReporter, ProgressListener
 from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter
+from search.train.curves import TrainingCurves, hyperparameters
 from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.plan import make_plan
@@ -50,6 +54,7 @@ class Objective:
         on_start: Callable[[], None] | None = None,
         callbacks: Sequence[pl.Callback] = (),
         profile: SpeedProfile | None = None,
+        keeper: CheckpointKeeper | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
@@ -58,6 +63,7 @@ class Objective:
         self.on_start = on_start
         self.callbacks = list(callbacks)  # extra Lightning callbacks, e.g. the benchmarks' step timer
         self.profile = profile  # this device's speed profile (search.speed); needed with budget_seconds
+        self.keeper = keeper  # keeps the final weights of the study's best trials (checkpoints); None: nothing kept
         self.splitter = BatchSplitter.for_study(spec, data, device_name)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -96,8 +102,13 @@ class Objective:
         model = self.splitter.prepare(build_model(spec, self.data))
         reporter = ExamplesSeenReporter(trial, self.progress, spec.report_every_ms() if spec.budget_seconds is not None else None)
         step = training_step(spec, model, self.data.device)
+        # The trial's run in the user's logger: results/<study>/logs/<study>/trial_<number> by default.
+        curves = TrainingCurves.create(
+            spec.logging, spec.name, f"trial_{trial.number}", RESULTS_DIR / spec.name,
+            hyperparameters(hp, spec.optimizer.name, trial=trial.number, steps=plan.steps, seed=plan.seed),
+        )
         try:
-            log, steps_done, train_seconds = train(step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks])
+            log, steps_done, train_seconds = train(step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks], curves)
         except Exception as error:
             if not _is_out_of_memory(error):
                 raise
@@ -135,6 +146,8 @@ class Objective:
         elif log.stop_reason == "interrupted":
             attrs["reason"] = STOP.reason
         self._store(trial, attrs)
+        if self.keeper is not None and log.stop_reason is None and is_finite(attrs.get("final_val_loss")):
+            self._keep(trial, step, attrs["final_val_loss"])
         if log.stop_reason == "interrupted":
             # Queue the same configuration again: re-running the command carries on with it.
             trial.study.enqueue_trial(trial.params, user_attrs=TrialRecord(retry_of=trial.number).attrs())
@@ -159,6 +172,21 @@ class Objective:
             return diagnose(step, self.data, val_loss, self.spec.diagnostics, train_seconds)
         except Exception as error:  # noqa: BLE001 - the trial itself has succeeded
             return {"diagnostics_skipped": f"{type(error).__name__}: {error}".split("\n")[0]}
+
+    def _keep(self, trial: optuna.Trial, step: TrainingStep, value: float) -> None:
+        """The final weights, as a CPU state dict, if the trial is among the study's best (while it still runs: its
+        attributes can be written). A ghost-batch-norm model's keys are as trained (`...bn.norm.weight`).
+        A failure here is reported, never fails the trial."""
+        assert self.keeper is not None
+
+        def save(path: Any) -> None:
+            state = step.model.state_dict()
+            torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}, path)
+
+        try:
+            self.keeper.keep(trial, value, save)
+        except Exception as error:  # noqa: BLE001 - the trial itself has succeeded
+            print(f"trial {trial.number}: final weights not kept: {type(error).__name__}: {error}".split("\n")[0], file=sys.stderr, flush=True)
 
     @staticmethod
     def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

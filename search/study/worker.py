@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config.spec import StudySpec
 from search.data.source import TrialData, load_data
 from search.errors import TrialFailed
+from search.store.artifacts import CheckpointKeeper
 from search.store.storage import TrialGate, open_storage
 from search.study.measured import ensure_profile
 from search.study.objective import Objective
@@ -101,10 +102,14 @@ def run_worker(
     data = data or load_data(spec, device)
     gate = TrialGate(storage_url, spec.name, spec.storage_retry_seconds)
     profile = ensure_profile(study, spec, data, device_name, measure_if_missing=speed_profile)
+    keeper = CheckpointKeeper.for_study(spec, storage_url, storage)
+    if keeper is None and spec.checkpoints.keep != "none" and worker_index == 0:
+        print("note: no trial weights are kept: a PostgreSQL study keeps them only in a folder every worker reaches; "
+              "set checkpoints.dir in the study file.", file=sys.stderr, flush=True)
     objective = Objective(
         spec, data, device_name,
         progress=progress, on_start=gate.release,
-        profile=profile,
+        profile=profile, keeper=keeper,
     )
     finished: list[FrozenTrial] = []
     callbacks = [*([progress.on_trial] if progress else []), lambda _, trial: finished.append(trial)]

@@ -8,6 +8,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from search.config.spec import OptimizerSpec, ScheduleSpec
 from search.data.source import TrialData
+from search.train.curves import TrainingCurves
 from search.train.module import Interrupted, TrainingLog, TrialModule
 from search.train.plan import TrainingPlan
 from search.train.step import TrainingStep
@@ -20,8 +21,11 @@ def train(
     optimizer: OptimizerSpec,
     schedule: ScheduleSpec,
     callbacks: list[pl.Callback],
+    curves: TrainingCurves | None = None,
 ) -> tuple[TrainingLog, int, float]:
-    """Train one trial; returns the log, the optimizer steps taken and the training seconds."""
+    """Train one trial; returns the log, the optimizer steps taken and the training seconds.
+
+    `curves`: the trial's run in the user's logger (search.train.curves); without it, nothing is logged."""
     step.model.to(memory_format=data.memory_format)
     module = TrialModule(step, plan, optimizer, schedule)
     trainer = pl.Trainer(
@@ -34,11 +38,12 @@ def train(
         val_check_interval=plan.report_every_examples // plan.batch_size,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
-        logger=False,
+        logger=curves.logger if curves else False,
+        log_every_n_steps=curves.every_n_steps if curves else 50,  # a LightningModule's own self.log values
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=callbacks,
+        callbacks=[*callbacks, curves] if curves else callbacks,  # curves last: they log the checkpoint just made
     )
     started = time.perf_counter()
     try:

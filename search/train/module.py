@@ -69,6 +69,10 @@ class TrialModule(pl.LightningModule):
         self._step_size = plan.batch_size
         self._accumulated = 0  # examples whose gradients await the next optimizer step
         self._val_sums = torch.zeros(3)  # loss sum, correct, count
+        # The training curves' loss since their last point, with nothing added per step: `_train_loss_sum` where they
+        # took it last (None: no curves), and what it had gained by then if a checkpoint has reset it since.
+        self._curve_mark: torch.Tensor | None = None
+        self._curve_carry = torch.zeros(())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -86,7 +90,7 @@ class TrialModule(pl.LightningModule):
         self._as_model("training_step")
         loss_sum = self.step.accumulate(batch, self.plan.micro_batch_size, self._step_size, self.manual_backward, batch_idx)
         examples = batch_length(batch)
-        self._train_loss_sum = self._train_loss_sum.to(loss_sum.device) + loss_sum
+        self._train_loss_sum = self._train_loss_sum.to(loss_sum.device) + loss_sum  # out of place: see _curve_gain
         self._train_examples += examples
         self._examples_drawn += examples
         self._accumulated += examples
@@ -108,11 +112,31 @@ class TrialModule(pl.LightningModule):
         zero = torch.zeros((), device=loss_sum.device)
         self._val_sums += torch.stack([loss_sum.float(), zero if correct is None else correct, torch.tensor(float(batch_length(batch)), device=loss_sum.device)])
 
+    def start_curve_loss(self) -> None:
+        """The training curves start here (TrainingCurves, when training starts)."""
+        self._curve_mark, self._curve_carry = self._train_loss_sum, torch.zeros(())
+
+    def take_curve_loss(self) -> torch.Tensor:
+        """The loss summed over the examples since the curves' last point (on the device, no sync); the next starts here."""
+        taken = self._curve_gain()
+        self._curve_mark, self._curve_carry = self._train_loss_sum, torch.zeros(())
+        return taken
+
+    def _curve_gain(self) -> torch.Tensor:
+        # `_train_loss_sum` is a new tensor after each step (added out of place): the mark is a snapshot, taken for free.
+        assert self._curve_mark is not None, "start_curve_loss() first"
+        device = self._train_loss_sum.device
+        return self._curve_carry.to(device) + (self._train_loss_sum - self._curve_mark.to(device))
+
     def checkpoint_metrics(self) -> tuple[float, float, float | None]:
         """(train loss since the last checkpoint, validation loss, validation accuracy or None), then reset."""
         train_loss = float(self._train_loss_sum / max(1, self._train_examples))
+        if self._curve_mark is not None:  # the curves' share since their last point outlives the reset
+            self._curve_carry = self._curve_gain()
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_examples = 0
+        if self._curve_mark is not None:
+            self._curve_mark = self._train_loss_sum
         if self.step.lightning:
             logged = self.trainer.callback_metrics
             if "val_loss" not in logged:

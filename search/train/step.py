@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -50,10 +50,11 @@ class TrainingStep:
     def classifies(self) -> bool:
         return self.loss is not None and self.loss.correct is not None
 
-    @contextlib.contextmanager
-    def precision(self) -> Iterator[None]:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            yield
+    def precision(self) -> contextlib.AbstractContextManager[None]:
+        """bf16 autocast where the step uses it; otherwise nothing at all (entering a disabled autocast costs time each step)."""
+        if self.autocast:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def loss_of(self, batch: Batch, batch_idx: int = 0) -> torch.Tensor:
         """The mean loss of a batch, in float32, with the graph for backward."""
@@ -76,6 +77,11 @@ class TrainingStep:
         optimizer step's `step_size` examples, so the summed gradient is the step's mean
         gradient. Returns the batch's summed loss, detached and left on the device (no sync)."""
         backward = backward or torch.Tensor.backward
+        examples = batch_length(batch)
+        if micro_batch_size is None or micro_batch_size >= examples:  # one pass: the common case, kept lean
+            loss = self.loss_of(batch, batch_idx)
+            backward(loss if examples == step_size else loss * (examples / step_size))
+            return loss.detach() * examples
         total = torch.zeros((), device=self.device)
         for piece in split_batch(batch, micro_batch_size):
             examples = batch_length(piece)
