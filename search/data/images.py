@@ -356,8 +356,11 @@ def _signals_raise() -> Iterator[None]:
 
 
 def _decoder_started() -> None:
-    """In each decoder process: leave Ctrl-C to the parent, and die with it (Linux), never orphaned."""
+    """In each decoder process: leave Ctrl-C to the parent, and die with it (Linux), never orphaned.
+    A forked decoder inherits the parent's SIGTERM handler, which would turn `terminate()` into an
+    exception inside its task (and the process would live on): restore the default, death."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
