@@ -4,7 +4,7 @@
     python -m bench.storage --long     # 30 s windows, 3 interleaved repeats (about an hour)
 
 Every worker is a real process (spawned once, reused across configurations) running the same
-per-trial storage calls as `search.worker`: the PostgreSQL trial gate, the stale-trial check, the
+per-trial loop of `search.study.worker` (its `take_turn`): the PostgreSQL trial gate, the stale-trial check, the
 trial count, then one trial with the cifar_bs search space, its TPE sampler and a median pruner.
 The objective trains nothing: it reports 10 intermediate values (`should_prune` after each but
 the last) and stores the user attributes `search.objective` stores. Real workers spend almost
@@ -50,6 +50,7 @@ from search.store.reconnect import ReconnectingRDBStorage
 from search.store.storage import TrialGate, open_storage
 from search.study.pruners import build_pruner
 from search.study.space import build_sampler, sample, sampler_seed
+from search.study.worker import take_turn
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -95,6 +96,33 @@ class WorkerResult:
     cpu_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     retries: int = 0  # storage calls retried after a lost or refused connection (they then went through)
+
+
+class TimedGate:
+    """The trial gate as the workers take it, timed: waiting for and releasing it, and how long it
+    is held (the trial start it serializes across workers). Without a gate (SQLite), nothing."""
+
+    def __init__(self, gate: TrialGate | None, result: WorkerResult) -> None:
+        self.gate = gate
+        self.result = result
+        self._held_since: float | None = None
+
+    def acquire(self) -> None:
+        if self.gate is None:
+            return
+        started = time.perf_counter()
+        self.gate.acquire()
+        self.result.gate_seconds += time.perf_counter() - started
+        self._held_since = time.perf_counter()
+
+    def release(self) -> None:
+        if self.gate is None or self._held_since is None:
+            return  # released already (the objective releases it as its trial starts)
+        started = time.perf_counter()
+        self.gate.release()
+        self.result.gate_seconds += time.perf_counter() - started
+        self.result.hold_seconds += time.perf_counter() - self._held_since
+        self._held_since = None
 
 
 class StorageClock:
@@ -225,38 +253,21 @@ def _run_trials(task: WorkerTask) -> WorkerResult:
     storage = _open(task.config.kind, task.location, spec.heartbeat_seconds)
     study = optuna.load_study(study_name=task.study_name, storage=storage, sampler=build_sampler(spec, sampler_seed(spec.sampler.seed, worker_index=task.worker_index)), pruner=build_pruner(spec))
     clock = StorageClock(study._storage)
-    gate = TrialGate(task.gate_url, task.study_name) if task.gate_url else None
-
-    held_since: list[float] = []
-
-    def release() -> None:
-        if gate and held_since:
-            started = time.perf_counter()
-            gate.release()
-            result.gate_seconds += time.perf_counter() - started
-            result.hold_seconds += time.perf_counter() - held_since.pop()
+    gate = TimedGate(TrialGate(task.gate_url, task.study_name) if task.gate_url else None, result)
 
     def finished(trial: optuna.trial.FrozenTrial) -> None:
         result.trials += 1
         result.pruned += trial.state == optuna.trial.TrialState.PRUNED
 
-    objective = Objective(spec, task.config.sleep, result, on_start=release)
+    objective = Objective(spec, task.config.sleep, result, on_start=gate.release)
     _, end_at = _wait_for_start(Path(task.signals), task.worker_index)
     cpu_started, loop_started = time.process_time(), time.perf_counter()
     while time.time() < end_at:  # the trials started inside the window run to their end
         try:
-            if gate:
-                started = time.perf_counter()
-                gate.acquire()
-                result.gate_seconds += time.perf_counter() - started
-                held_since.append(time.perf_counter())
-            optuna.storages.fail_stale_trials(study)
-            len(study.get_trials(deepcopy=False))  # search.worker counts the finished trials
-            study.optimize(objective, n_trials=1, callbacks=[lambda _, trial: finished(trial)])
+            # The workers' own turn (gate, stale-trial check, count, one trial), with no study-wide total.
+            take_turn(study, gate, objective, n_trials=None, callbacks=[lambda _, trial: finished(trial)])
         except Exception as error:  # counted and reported, never hidden: the next trial goes on
             result.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200])
-        finally:
-            release()
     result.cpu_seconds = time.process_time() - cpu_started
     result.loop_seconds = time.perf_counter() - loop_started
     result.storage_seconds = clock.seconds + result.gate_seconds
