@@ -30,7 +30,7 @@ from search.store.storage import create_or_resume, open_storage
 from search.store.trials import completed
 from search.store.urls import backend, redact, resolve_url
 from search.study.launch import describe_workers, spawn_workers, worker_count
-from search.study.measured import share_probes
+from search.study.measured import check_budget_profile, device_profile, share_probes
 from search.study.pruners import build_pruner
 from search.study.shutdown import STOP
 from search.study.space import build_sampler
@@ -77,6 +77,11 @@ class Study:
         data = load_data(spec, device)
         check_model(spec, data)
         storage = open_storage(url)
+        if spec.budget_seconds is not None and count == 1:
+            # Steps come from this device's profile: a budget too short for it is refused before the study exists.
+            existing = optuna.load_study(study_name=spec.name, storage=storage) if spec.name in optuna.get_all_study_names(storage) else None
+            profile = device_profile(storage, existing, spec, data, worker_device()[1], measure_if_missing=speed_profile)
+            check_budget_profile(spec, profile, worker_device()[1], warn=False)  # the worker warns
         study = create_or_resume(storage, spec, build_sampler(spec), pruner, data_fingerprint=data.fingerprint)
         share_probes(study, spec, data.fingerprint)
         print_header(spec, url, data.describe(), describe_workers(count))

@@ -242,3 +242,13 @@ def test_a_worker_whose_trial_was_declared_lost_goes_on(study_file: Callable[...
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
     assert take_turn(study, NoGate(), Objective(spec, data, "cpu"), n_trials=3, callbacks=[]) == "ran"  # and goes on
     assert study.get_trials()[-1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_a_time_budget_too_short_for_the_device_is_refused_before_the_study_exists(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'short.sqlite3'}"
+    path = study_file({"pruner": {"name": "none", "args": {}}})
+    refused = run_cli("search.run", "--study", str(path), "--storage", url, "--budget-seconds", "0.001", cwd=REPO)
+    assert refused.returncode == 2 and "raise --budget-seconds to at least" in " ".join(refused.stderr.split()), refused.stderr
+    assert optuna.get_all_study_names(url) == [MEASUREMENTS_STUDY]  # the profile was measured and kept; no study pinned
+    again = run_cli("search.run", "--study", str(path), "--storage", url, "--budget-seconds", "2", "--n-trials", "1", "--quiet", cwd=REPO)
+    assert again.returncode == 0, again.stderr  # the same study name, another budget: nothing was pinned

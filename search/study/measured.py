@@ -28,22 +28,38 @@ from search.store import measurements
 def ensure_profile(
     study: optuna.Study, spec: StudySpec, data: TrialData, device_name: str, measure_if_missing: bool = True,
 ) -> SpeedProfile | None:
-    """This device's profile for the study's model and data: on the study, among the storage's
-    measurements (then copied onto the study), or measured now and saved in both (if allowed).
-    With a time budget, a profile measured on a busy device is used with a warning."""
+    """This device's profile for the study's model and data (see `device_profile`), copied onto the
+    study (its report reads it there), and checked against a time budget."""
+    profile = device_profile(study._storage, study, spec, data, device_name, measure_if_missing)
+    if profile is not None and stored(study, device_name) != profile:
+        store(study, profile)
+    check_budget_profile(spec, profile, device_name)
+    return profile
+
+
+def device_profile(
+    storage: optuna.storages.BaseStorage, study: optuna.Study | None, spec: StudySpec, data: TrialData, device_name: str,
+    measure_if_missing: bool = True,
+) -> SpeedProfile | None:
+    """The profile on the study (if it exists), else among the storage's measurements, else
+    measured now and saved there (if allowed): no study is needed, none is created."""
+    profile = stored(study, device_name) if study is not None else None
     of = measurements.subject(spec, data.fingerprint)
-    profile = stored(study, device_name)
     if profile is None:
-        saved = measurements.saved(study._storage, of, PROFILE_ATTR_PREFIX + device_name)
+        saved = measurements.saved(storage, of, PROFILE_ATTR_PREFIX + device_name)
         if saved:
             profile = SpeedProfile.from_dict(saved[PROFILE_ATTR_PREFIX + device_name])
-            store(study, profile)
     if profile is None and measure_if_missing:
         print(f"speed    no profile for {device_name} yet: measuring (seconds; --skip-speed-profile skips it)", flush=True)
         profile = measure(spec, data, device_name)
-        save_profile(study._storage, of, profile)
-        store(study, profile)
+        save_profile(storage, of, profile)
         print(format_table(profile), flush=True)
+    return profile
+
+
+def check_budget_profile(spec: StudySpec, profile: SpeedProfile | None, device_name: str, warn: bool = True) -> None:
+    """With a time budget: a profile must exist, and give every batch size min_steps steps; one
+    measured on a busy device is used, with a warning (`warn`)."""
     if spec.budget_seconds is not None:
         if profile is None:
             raise UserError(
@@ -51,7 +67,7 @@ def ensure_profile(
                 f"there is none: leave out --skip-speed-profile, or run `python -m search.speed --study {spec.name}` first."
             )
         noisy = profile.noisy_sizes()
-        if noisy:
+        if noisy and warn:
             # Re-timed already (NOISY_RETRIES); what is left is corrected by the rates trials measure.
             print(
                 f"warning  the speed profile of {device_name} was measured while the device was busy (at batch sizes "
@@ -61,7 +77,6 @@ def ensure_profile(
                 flush=True,
             )
         check_time_budget(spec, profile)
-    return profile
 
 
 def save_profile(storage: optuna.storages.BaseStorage, of: str, profile: SpeedProfile) -> None:
