@@ -62,7 +62,11 @@ def read_study_file(path: Path) -> Any:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise _Refused(f"it is larger than {MAX_FILE_BYTES // 1024} KiB")
         text = path.read_bytes().decode("utf-8")
-        return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StudyLoader(text)  # a SafeLoader: plain data only, never objects
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _Refused as reason:
         raise UserError(f"Study file {path} is refused: {reason}. A study file is a short YAML mapping of settings.") from None
     except UnicodeDecodeError:
