@@ -6,6 +6,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.config.load import load_spec
+from search.errors import UserError
+from search.store.storage import open_storage
 from tests.conftest import Background, create_study, pg_ctl, run_cli
 
 # Trials of a few seconds each, validated often: long enough to be hit mid-trial.
@@ -99,6 +102,28 @@ def test_workers_ride_out_a_postgres_restart(
     assert run.wait() == 0, run.output
     counts = states(postgres_url, path.stem)
     assert counts["COMPLETE"] == 5 and "RUNNING" not in counts and "WAITING" not in counts, counts
+
+
+@pytest.mark.postgres
+def test_a_worker_opening_the_storage_while_the_database_restarts_waits_for_it(postgres_url: str) -> None:
+    """A worker starts after its study was created, so a refused connection then is a restart
+    (the race that once failed a worker spawned mid-restart); the front process fails fast."""
+    pg_ctl("stop")
+    restart = threading.Timer(3.0, pg_ctl, args=("start",))
+    try:
+        with pytest.raises(UserError, match="Cannot open the study storage"):
+            open_storage(postgres_url)
+        restart.start()
+        started = time.monotonic()
+        storage = open_storage(postgres_url, retry_seconds=60, wait=True)
+        assert time.monotonic() - started >= 2.5
+        assert isinstance(storage.get_all_studies(), list)
+    finally:
+        restart.cancel()
+        if restart.is_alive():
+            restart.join()
+        if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]).returncode != 0:
+            pg_ctl("start")
 
 
 @pytest.mark.postgres

@@ -38,32 +38,37 @@ class Reconnecting:
     lost: UserError | None = None
 
 
+def call_retrying(call: Callable[[], T], holder: Reconnecting) -> T:
+    """Call `call`, retrying while the database connection is broken, up to `holder.retry_window` seconds."""
+    deadline = time.monotonic() + holder.retry_window
+    delay = 0.25
+    while True:
+        if holder.lost:
+            raise holder.lost
+        try:
+            return call()
+        except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
+            if not _is_connection_error(error):
+                raise
+            if time.monotonic() + delay > deadline:
+                holder.lost = UserError(
+                    f"Lost the connection to the study database for more than {holder.retry_window:.0f} s "
+                    f"({str(error.__cause__ or error).splitlines()[0]}). Finished trials are safe in the database; "
+                    f"the running trial is failed and re-queued by the next worker's heartbeat check. Run the "
+                    f"same command again once the database is reachable."
+                )
+                raise holder.lost from None
+            print(f"storage: connection lost ({type(error.__cause__ or error).__name__}); retrying in {delay:.2f} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(2 * delay, _MAX_BACKOFF_SECONDS)
+
+
 def retrying(method: Callable[..., T]) -> Callable[..., T]:
     """Retry `method` while the database connection is broken, up to `self.retry_window` seconds."""
 
     @functools.wraps(method)
     def wrapper(self: Reconnecting, *args: Any, **kwargs: Any) -> T:
-        deadline = time.monotonic() + self.retry_window
-        delay = 0.25
-        while True:
-            if self.lost:
-                raise self.lost
-            try:
-                return method(self, *args, **kwargs)
-            except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
-                if not _is_connection_error(error):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    self.lost = UserError(
-                        f"Lost the connection to the study database for more than {self.retry_window:.0f} s "
-                        f"({str(error.__cause__ or error).splitlines()[0]}). Finished trials are safe in the database; "
-                        f"the running trial is failed and re-queued by the next worker's heartbeat check. Run the "
-                        f"same command again once the database is reachable."
-                    )
-                    raise self.lost from None
-                print(f"storage: connection lost ({type(error.__cause__ or error).__name__}); retrying in {delay:.2f} s", file=sys.stderr, flush=True)
-                time.sleep(delay)
-                delay = min(2 * delay, _MAX_BACKOFF_SECONDS)
+        return call_retrying(lambda: method(self, *args, **kwargs), self)
 
     return wrapper
 

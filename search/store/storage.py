@@ -8,6 +8,7 @@ Passwords are never printed: every URL shown goes through `redact`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -29,6 +30,7 @@ from search.store.reconnect import (
     RETRY_WINDOW_SECONDS,
     Reconnecting,
     ReconnectingRDBStorage,
+    call_retrying,
     retrying,
 )
 from search.store.urls import backend, redact
@@ -98,8 +100,13 @@ def _check_sqlite_file(path: Path, url: str) -> None:
         )
 
 
-def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: float = RETRY_WINDOW_SECONDS) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, heartbeat_seconds: int | None = None, retry_seconds: float = RETRY_WINDOW_SECONDS, *, wait: bool = False
+) -> optuna.storages.RDBStorage:
     """Connect (creating Optuna's tables if needed); an unreachable database is a UserError.
+
+    With `wait`, a broken connection is retried for `retry_seconds` first: a worker opens the
+    storage after the study was created in it, so a failure then is a restart, not a typo.
 
     With a heartbeat, a trial whose worker died (SIGKILL, lost machine) is failed after the
     grace period by the next worker that starts a trial, and its parameters are queued again.
@@ -107,13 +114,20 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, retry_seconds: 
     if backend(url) == "sqlite":
         _check_sqlite_file(Path(make_url(url).database), url)
     try:
-        storage = ReconnectingRDBStorage(
+        connect = functools.partial(
+            ReconnectingRDBStorage,
             url,
             engine_kwargs=_engine_kwargs(url),
             heartbeat_interval=heartbeat_seconds,
             grace_period=HEARTBEAT_GRACE_FACTOR * heartbeat_seconds if heartbeat_seconds else None,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat_seconds else None,
         )
+        if wait:
+            patience = Reconnecting()
+            patience.retry_window = retry_seconds
+            storage = call_retrying(connect, patience)
+        else:
+            storage = connect()
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as error:
         raise UserError(
             f"Cannot open the study storage {redact(url)}: {_explain(error)}. Check that the database server "

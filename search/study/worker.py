@@ -94,7 +94,7 @@ def run_worker(
     Before the first trial, the device's speed profile is measured and stored on the study if
     it has none (unless `speed_profile` is off); a time budget needs it.
     """
-    storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds)
+    storage = open_storage(storage_url, spec.heartbeat_seconds, spec.storage_retry_seconds, wait=True)
     study = optuna.load_study(study_name=spec.name, storage=storage, pruner=build_pruner(spec))
     seed = sampler_seed(spec.sampler.seed, len(study.get_trials(deepcopy=False)), worker_index, socket.gethostname())
     study.sampler = build_sampler(spec, seed)
