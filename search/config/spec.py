@@ -178,6 +178,9 @@ class OptimizerSpec(_Spec):
     # AdamW only: beta1 is the sampled momentum.
     beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
     eps: Annotated[float, Field(gt=0)] = 1e-8
+    # Weight decay on normalization scales/shifts and biases (the parameters with one dimension or none)
+    # changes their effective learning rate differently per batch size; off by default (He et al. 2019).
+    decay_norm_and_bias: bool = False
 
 
 class ScheduleSpec(_Spec):
@@ -189,6 +192,8 @@ class ScheduleSpec(_Spec):
     """
 
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    # A floor in steps: a fraction of few steps is no warm-up. Capped at a quarter of the trial's steps.
+    warmup_min_steps: Annotated[int, Field(ge=0)] = 10
     decay: Literal["linear", "cosine", "constant"] = "linear"
     growth_factor: Annotated[int, Field(ge=2)] = 2
     max_growths: Annotated[int, Field(ge=1)] = 3
@@ -208,6 +213,23 @@ class AccumulationSpec(_Spec):
 
     memory_cap_mb: Annotated[float, Field(gt=0)] | None = None
     normalization_batch: Literal["full"] | Annotated[int, Field(ge=2)] = "full"
+
+
+class BatchNormSpec(_Spec):
+    """Batch-norm statistics recomputed before each validation over a fixed training subset (the
+    same `recalibrate_examples` images for every trial, in chunks of `recalibrate_batch`), so that
+    evaluation does not depend on the batch size through the running averages; 0 turns it off."""
+
+    recalibrate_examples: Annotated[int, Field(ge=0, le=1_000_000)] = 2048
+    recalibrate_batch: Annotated[int, Field(ge=2, le=65_536)] = 256
+
+
+class FrontierSpec(_Spec):
+    """`strategy: frontier`: a learning-rate/momentum search within each listed batch size, then
+    each batch size's best configuration re-run with `seeds` seeds paired across batch sizes."""
+
+    trials_per_batch_size: Annotated[int, Field(ge=2, le=10_000)] = 8
+    seeds: Annotated[int, Field(ge=2, le=1_000)] = 3
 
 
 class SamplerSpec(_Spec):
@@ -301,10 +323,14 @@ class StudySpec(_Spec):
     # Batch sizes that get fewer optimizer steps than this are rejected: their schedule
     # would be too short to mean anything.
     min_steps: Annotated[int, Field(ge=1)] = 8
+    # joint: one search over (batch size, lr, momentum); frontier: per batch size, then paired seeds.
+    strategy: Literal["joint", "frontier"] = "joint"
+    frontier: FrontierSpec = FrontierSpec()
     search_space: SearchSpaceSpec
     lr_parameterization: LRParameterizationSpec = LRParameterizationSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: ScheduleSpec = ScheduleSpec()
+    batch_norm: BatchNormSpec = BatchNormSpec()
     accumulation: AccumulationSpec = AccumulationSpec()
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
@@ -396,7 +422,10 @@ class StudySpec(_Spec):
 
     def comparability_key(self) -> dict[str, Any]:
         """The fields that must match for trials to be comparable within one study."""
-        fields = ("dataset", "data", "model", "loss", "budget_examples", "search_space", "lr_parameterization", "optimizer", "schedule")
+        fields = (
+            "dataset", "data", "model", "loss", "budget_examples", "search_space", "lr_parameterization", "optimizer", "schedule",
+            "batch_norm", "strategy", "frontier",
+        )
         key = self.model_dump(include=set(fields), exclude={"dataset": {"path"}} if self.dataset else None, mode="json")
         key["report_every_examples"] = self.report_every()
         # The memory cap only changes how a batch is split, never the gradient: not part of the key.
