@@ -388,6 +388,17 @@ class StudySpec(_Spec):
             raise ValueError("set n_trials, timeout_seconds or both, or the study never ends")
         return self
 
+    @model_validator(mode="after")
+    def _frontier_trials(self) -> StudySpec:
+        # A frontier study's count follows from its plan unless the file sets it (a smaller one stops early).
+        if self.strategy == "frontier" and "n_trials" not in self.model_fields_set:
+            object.__setattr__(self, "n_trials", self.frontier_trials())
+        return self
+
+    def frontier_trials(self) -> int:
+        """A frontier study's trials: batch sizes x (trials per batch size + seeds)."""
+        return len(self.search_space.batch_sizes()) * (self.frontier.trials_per_batch_size + self.frontier.seeds)
+
     def checkpoint_granularity(self) -> int:
         """The smallest number of examples that every batch size reaches in whole steps."""
         return reduce(math.lcm, self.search_space.batch_sizes())

@@ -80,16 +80,19 @@ class TrainBatches:
         self.normalize = normalize
         self.crop_pad = crop_pad
         self.memory_format = memory_format
-        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        # Two streams: the example order depends on the seed alone, so that runs with the same seed
+        # see the same examples in the same order whatever their batch size (paired comparisons).
+        self.order = torch.Generator(device=images.device).manual_seed(seed)
+        self.augment = torch.Generator(device=images.device).manual_seed(seed ^ 0x5EED_5EED)
 
     def __iter__(self) -> Iterator[Batch]:
         order = torch.empty(0, dtype=torch.long, device=self.images.device)
         while True:
             while len(order) < self.batch_size:
-                fresh = torch.randperm(len(self.images), device=self.images.device, generator=self.generator)
+                fresh = torch.randperm(len(self.images), device=self.images.device, generator=self.order)
                 order = torch.cat([order, fresh])
             index, order = order[: self.batch_size], order[self.batch_size :]
-            images = flip_and_crop(self.normalize(self.images[index]), self.crop_pad, self.generator)
+            images = flip_and_crop(self.normalize(self.images[index]), self.crop_pad, self.augment)
             yield images.contiguous(memory_format=self.memory_format), self.labels[index]
 
 

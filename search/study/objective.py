@@ -25,13 +25,15 @@ from search.record import TrialRecord, is_finite
 from search.store.artifacts import CheckpointKeeper
 from search.store.urls import RESULTS_DIR
 from search.study import space
+from search.study.frontier import paired_seed
 from search.study.reporting import ExamplesSeenReporter, ProgressListener
 from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter
+from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves, hyperparameters
 from search.train.fit import train
 from search.train.model import build_model, training_step
-from search.train.plan import make_plan
+from search.train.plan import make_plan, warmup_steps
 from search.train.step import TrainingStep
 
 
@@ -65,6 +67,7 @@ class Objective:
         self.profile = profile  # this device's speed profile (search.speed); needed with budget_seconds
         self.keeper = keeper  # keeps the final weights of the study's best trials (checkpoints); None: nothing kept
         self.splitter = BatchSplitter.for_study(spec, data, device_name)
+        self.recalibration = Recalibration(data, spec.batch_norm)  # its subset drawn once, for all of this worker's trials
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.on_start:
@@ -79,7 +82,7 @@ class Objective:
         profile = self.profile.corrected(self._trained_rates(trial.study)) if self.profile else None
         fastest = fastest_micro_batch(profile, hp.batch_size) if profile else None
         micro_batch_size = self.splitter.micro_batch_size(hp.batch_size, fastest)
-        plan = make_plan(spec, hp, spec.sampler.seed * 1_000_003 + trial.number, micro_batch_size)
+        plan = make_plan(spec, hp, self._seed(trial), micro_batch_size)
         timing: dict[str, Any] = {}
         if spec.budget_seconds is not None:
             assert profile is not None, "the worker measures or loads the profile before any trial"
@@ -89,6 +92,7 @@ class Objective:
             "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
             "effective_lr": hp.effective_lr,
             "steps": plan.steps,
+            "warmup_steps": warmup_steps(plan.schedule_steps(), spec.schedule),
             "budget_examples": spec.budget_examples,
             "schedule": hp.schedule,
             "micro_batch_size": plan.micro_batch_size or plan.batch_size,
@@ -108,7 +112,9 @@ class Objective:
             hyperparameters(hp, spec.optimizer.name, trial=trial.number, steps=plan.steps, seed=plan.seed),
         )
         try:
-            log, steps_done, train_seconds = train(step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks], curves)
+            log, steps_done, train_seconds = train(
+                step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks], curves, self.recalibration
+            )
         except Exception as error:
             if not _is_out_of_memory(error):
                 raise
@@ -150,12 +156,24 @@ class Objective:
             self._keep(trial, step, attrs["final_val_loss"])
         if log.stop_reason == "interrupted":
             # Queue the same configuration again: re-running the command carries on with it.
-            trial.study.enqueue_trial(trial.params, user_attrs=TrialRecord(retry_of=trial.number).attrs())
+            trial.study.enqueue_trial(trial.params, user_attrs={**self._frontier_attrs(trial), **TrialRecord(retry_of=trial.number).attrs()})
             raise TrialFailed(STOP.reason)
         if log.stop_reason:
             # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
             raise optuna.TrialPruned(attrs["reason"])
         return attrs["final_val_loss"]
+
+    def _seed(self, trial: optuna.Trial) -> int:
+        """A frontier trial's seed is paired across batch sizes; a joint search's is the trial's own."""
+        record = TrialRecord.of(trial)
+        if record.frontier_role is not None and record.frontier_index is not None:
+            return paired_seed(self.spec, record.frontier_role, record.frontier_index)
+        return self.spec.sampler.seed * 1_000_003 + trial.number
+
+    @staticmethod
+    def _frontier_attrs(trial: optuna.Trial) -> dict[str, Any]:
+        """What places a trial in the frontier's plan: a re-queued copy keeps it."""
+        return {k: v for k, v in trial.user_attrs.items() if k.startswith("frontier_")}
 
     def _trained_rates(self, study: optuna.Study) -> dict[int, float]:
         """Median examples/s that this device's finished trials trained at, by micro-batch size."""

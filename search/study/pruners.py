@@ -13,6 +13,7 @@ import optuna
 
 from search.config.spec import StudySpec
 from search.errors import UserError
+from search.study.per_batch_size import WithinBatchSizePruner
 
 
 def _median(spec: StudySpec, n_startup_trials: int = 5, n_warmup_examples: int = 0, n_min_trials: int = 1) -> optuna.pruners.BasePruner:
@@ -58,10 +59,11 @@ _FACTORIES: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     name, args = spec.pruner.name, dict(spec.pruner.args)
     try:
-        return _FACTORIES[name](spec, **args)
+        pruner = _FACTORIES[name](spec, **args)
     except (TypeError, ValueError) as error:
         raise UserError(
             f"pruner '{name}' does not accept arguments {sorted(args)[:10]}: {str(error)[:200]}. Step-valued arguments are in examples "
             f"seen (n_warmup_examples, min_resource_examples); see the README's pruner table."
         ) from None
+    return WithinBatchSizePruner(pruner) if spec.strategy == "frontier" else pruner
 

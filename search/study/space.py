@@ -8,6 +8,7 @@ import optuna
 
 from search.config.spec import StudySpec
 from search.record import Hyperparams
+from search.study.per_batch_size import PerBatchSizeSampler
 
 
 def sample(trial: optuna.Trial, spec: StudySpec) -> Hyperparams:
@@ -38,5 +39,15 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
     (`sampler_seed` gives each worker its own)."""
     seed = spec.sampler.seed if seed is None else seed
     if spec.sampler.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+        base: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(spec))
+    return PerBatchSizeSampler(base) if spec.strategy == "frontier" else base
+
+
+def startup_trials(spec: StudySpec) -> int:
+    """Random trials before TPE models: per batch size in a frontier study, where the default of 10
+    would leave a search of 8 trials random; a third of them (at least 2) unless the file sets it."""
+    if spec.strategy == "frontier" and "n_startup_trials" not in spec.sampler.model_fields_set:
+        return max(2, spec.frontier.trials_per_batch_size // 3)
+    return spec.sampler.n_startup_trials

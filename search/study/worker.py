@@ -5,6 +5,7 @@ data from the cache onto their device once, and run trials until the study-wide 
 """
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import time
@@ -20,6 +21,7 @@ from search.data.source import TrialData, load_data
 from search.errors import TrialFailed
 from search.store.artifacts import CheckpointKeeper
 from search.store.storage import TrialGate, open_storage
+from search.study.frontier import queue_next
 from search.study.measured import ensure_profile
 from search.study.objective import Objective
 from search.study.pruners import build_pruner
@@ -51,11 +53,13 @@ MAX_FAILURES_IN_A_ROW = 5
 
 def take_turn(
     study: optuna.Study, gate: Gate, objective: Callable[[optuna.Trial], float], n_trials: int | None, callbacks: list[TrialListener],
+    queue: Callable[[optuna.Study], Literal["queued", "waiting", "done"]] | None = None,
 ) -> Literal["finished", "claimed", "ran"]:
     """One turn of a worker, under the gate (so that `n_trials` is exact across workers):
     fail (and re-queue) the trials of workers that died, count, and run one trial unless the
     study-wide total is reached ("finished") or every remaining slot is running ("claimed").
-    The objective releases the gate as its trial starts."""
+    `queue` (a frontier study's) chooses the next trial; "waiting" counts as claimed, "done" as
+    finished. The objective releases the gate as its trial starts."""
     gate.acquire()
     try:
         optuna.storages.fail_stale_trials(study)
@@ -65,6 +69,9 @@ def take_turn(
             return "finished"
         if n_trials is not None and done + states[TrialState.RUNNING] >= n_trials:
             return "claimed"
+        queued = queue(study) if queue else "queued"
+        if queued != "queued":
+            return "finished" if queued == "done" else "claimed"
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
@@ -114,9 +121,10 @@ def run_worker(
     finished: list[FrozenTrial] = []
     callbacks = [*([progress.on_trial] if progress else []), lambda _, trial: finished.append(trial)]
     deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else float("inf")
+    queue = functools.partial(queue_next, spec=spec) if spec.strategy == "frontier" else None
     while time.monotonic() < deadline and not STOP:
         try:
-            turn = take_turn(study, gate, objective, spec.n_trials, callbacks)
+            turn = take_turn(study, gate, objective, spec.n_trials, callbacks, queue)
         except Exception:
             if storage.lost:  # whatever Optuna raised on the way out, the cause is the database
                 raise storage.lost from None

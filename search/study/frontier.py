@@ -1,0 +1,105 @@
+"""The frontier strategy: the trials it runs and the order it runs them in.
+
+Every listed batch size gets `trials_per_batch_size` trials of its own learning-rate/momentum
+search (`per_batch_size`), interleaved (one trial of each batch size, then the next round), so
+a study stopped early has covered all of them evenly. Then each batch size's best configuration
+is re-run with `seeds` seeds: re-runs, not the search's own best value, because a minimum over
+draws is biased low (the winner's curse), and paired, because seed k gives every batch size the
+same initial weights and example order, so differences between batch sizes are measured within
+pairs (Shallue et al. 2018 tune each batch size separately for the same reason).
+
+The queue is filled one trial at a time by the worker that holds the trial gate, so that the
+order and the study-wide count stay exact with any number of workers and across resumes.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config.spec import StudySpec
+from search.record import TrialRecord
+
+SEARCH, SEED = "search", "seed"
+# A slot whose trials failed this often is given up (e.g. out of memory at that batch size).
+MAX_ATTEMPTS = 2
+_HELD = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Slot:
+    number: int  # its place in the frontier's order
+    role: Literal["search", "seed"]
+    batch_size: int
+    index: int  # search: the trial's index within its batch size; seed: the seed number
+
+
+def frontier_slots(spec: StudySpec) -> list[Slot]:
+    sizes = spec.search_space.batch_sizes()
+    rounds = [(SEARCH, i) for i in range(spec.frontier.trials_per_batch_size)] + [(SEED, k) for k in range(spec.frontier.seeds)]
+    return [Slot(n, role, b, index) for n, ((role, index), b) in enumerate((r, b) for r in rounds for b in sizes)]  # type: ignore[misc]
+
+
+def paired_seed(spec: StudySpec, role: str, index: int) -> int:
+    """The training seed of a frontier trial: a function of its role and index only, not of its batch size."""
+    return int(np.random.SeedSequence([spec.sampler.seed, role == SEED, index]).generate_state(1)[0])
+
+
+def best_search_trial(trials: list[FrozenTrial], batch_size: int) -> FrozenTrial | None:
+    """The completed search trial of `batch_size` with the lowest final validation loss."""
+    done = [
+        t for t in trials
+        if t.state == TrialState.COMPLETE and t.params.get("batch_size") == batch_size
+        and TrialRecord.of(t).frontier_role == SEARCH and t.value is not None and t.value == t.value
+    ]
+    return min(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
+
+
+def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiting", "done"]:
+    """Queue the first free slot's trial (call under the trial gate).
+
+    "waiting": the only free slots are seed re-runs of batch sizes whose search is still running
+    on other workers. "done": every slot is held, finished or given up.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return "queued"  # a retried or re-queued trial goes first
+    by_slot: dict[int, list[FrozenTrial]] = defaultdict(list)
+    for trial in trials:
+        slot = TrialRecord.of(trial).frontier_slot
+        if slot is not None:
+            by_slot[slot].append(trial)
+
+    def given_up(slot: Slot) -> bool:
+        held = by_slot[slot.number]
+        retried = {TrialRecord.of(t).retry_of for t in held}  # an interrupted trial is run again, not given up
+        return sum(t.state == TrialState.FAIL and t.number not in retried for t in held) >= MAX_ATTEMPTS
+
+    def taken(slot: Slot) -> bool:
+        return given_up(slot) or any(t.state in _HELD for t in by_slot[slot.number])
+
+    def settled(slot: Slot) -> bool:
+        return given_up(slot) or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in by_slot[slot.number])
+
+    slots = frontier_slots(spec)
+    waiting = False
+    for slot in slots:
+        if taken(slot):
+            continue
+        attrs = TrialRecord(frontier_role=slot.role, frontier_index=slot.index, frontier_slot=slot.number)
+        if slot.role == SEARCH:
+            study.enqueue_trial({"batch_size": slot.batch_size}, user_attrs=attrs.attrs())
+            return "queued"
+        if not all(settled(s) for s in slots if s.role == SEARCH and s.batch_size == slot.batch_size):
+            waiting = True
+            continue
+        best = best_search_trial(trials, slot.batch_size)
+        if best is None:
+            continue  # no search trial of this batch size completed: nothing to re-run
+        study.enqueue_trial(dict(best.params), user_attrs={**attrs.attrs(), "frontier_of": best.number})
+        return "queued"
+    return "waiting" if waiting else "done"
