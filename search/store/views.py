@@ -3,6 +3,8 @@
   search_trials      one row per trial of every search study: parameters and metrics as columns
   search_best        the best completed trial of each search study (lowest final validation loss)
   search_evaluation  one row per test-set run of `search.evaluate` (studies named `<study>:evaluation`)
+  search_frontier    one row per batch size of every frontier study: the mean over its seed re-runs,
+                     with t-based 95% intervals (the same numbers as `search.analysis.frontier`)
 
 Views, not tables: they are computed from Optuna's own rows on every query, so they never go
 stale while workers add trials, and need no write on the hot path. Values are decoded from
@@ -34,9 +36,10 @@ from search.record import (
     TrialRecord,
     column_kinds,
 )
+from search.stats import T975, Z975
 
 # Dependents first: that is the order in which they are dropped.
-VIEW_NAMES = ("search_best", "search_evaluation", "search_trials")
+VIEW_NAMES = ("search_frontier", "search_best", "search_evaluation", "search_trials")
 # Study user attributes that mark the studies each view covers (set by search.storage / search.evaluate).
 SEARCH_MARKER = "comparability"
 EVALUATION_MARKER = "evaluation_of"
@@ -139,7 +142,40 @@ def view_statements(dialect: str) -> list[str]:
         f"  FROM search_trials WHERE state = 'COMPLETE' AND value IS NOT NULL\n"
         f") ranked WHERE position = 1"
     )
-    return [trials, evaluation, best]
+    return [trials, evaluation, best, _frontier_view()]
+
+
+def _t975_sql(df: str) -> str:
+    """`search.stats.t975` in SQL: its table, then its expansion."""
+    table = " ".join(f"WHEN {i} THEN {t}" for i, t in enumerate(T975, start=1))
+    z = Z975
+    return f"(CASE {df} {table} ELSE {z} + {z**3 + z} / (4.0 * {df}) + {5 * z**5 + 16 * z**3 + 3 * z} / (96.0 * {df} * {df}) END)"
+
+
+def _ci95_sql(variance: str, n: str) -> str:
+    return f"CASE WHEN {n} < 2 OR {variance} IS NULL THEN NULL ELSE {_t975_sql(f'({n} - 1)')} * sqrt(CASE WHEN {variance} < 0 THEN 0 ELSE {variance} END / {n}) END"
+
+
+def _variance_sql(x: str) -> str:
+    return f"(sum({x} * {x}) - sum({x}) * sum({x}) / count({x})) / NULLIF(count({x}) - 1, 0)"
+
+
+def _frontier_view() -> str:
+    """Each batch size's seed re-runs of a frontier study, aggregated (the configuration is the same in all of them)."""
+    return (
+        "CREATE VIEW search_frontier AS SELECT study_id, study_name, batch_size, n_seeds,\n"
+        f"  val_loss_mean, {_ci95_sql('val_loss_var', 'n_seeds')} AS val_loss_ci95,\n"
+        f"  val_acc_mean, {_ci95_sql('val_acc_var', 'n_acc')} AS val_acc_ci95,\n"
+        "  lr, effective_lr, momentum, steps, examples_per_second\n"
+        "FROM (\n"
+        "  SELECT study_id, study_name, batch_size, count(*) AS n_seeds, avg(value) AS val_loss_mean,\n"
+        f"    {_variance_sql('value')} AS val_loss_var, count(final_val_acc) AS n_acc, avg(final_val_acc) AS val_acc_mean,\n"
+        f"    {_variance_sql('final_val_acc')} AS val_acc_var, min(lr) AS lr, min(effective_lr) AS effective_lr,\n"
+        "    min(momentum) AS momentum, min(steps) AS steps, avg(examples_per_second) AS examples_per_second\n"
+        "  FROM search_trials WHERE state = 'COMPLETE' AND frontier_role = 'seed' AND value IS NOT NULL\n"
+        "  GROUP BY study_id, study_name, batch_size\n"
+        ") seeds"
+    )
 
 
 def _tag(statements: list[str]) -> str:
