@@ -3,6 +3,9 @@
 Only completed trials are ranked: a pruned trial stopped before the budget, so its loss was
 measured after fewer examples and would not be a fair comparison. The table is for people;
 `--format csv|json` gives every column of the `search_trials` SQL view, by the same names, to programs.
+
+`--frontier` (a `strategy: frontier` study): one row per batch size instead, the mean over its
+paired seed re-runs with t-based 95% intervals (the `search_frontier` view), and the recommendation.
 """
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ import csv
 import io
 import json
 import sys
+import textwrap
 from typing import Any, Callable
 
+from search.analysis.frontier import FrontierRow, claims, frontier_rows, recommend
 from search.cli import command_parser
-from search.errors import exits_on_user_error
+from search.errors import UserError, exits_on_user_error
+from search.record import TrialRecord
 from search.render.text import number_text
 from search.store.trials import TrialRow, completed, locate, open_study, state_counts
 from search.store.urls import STORAGE_ENV, redact
@@ -42,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--top", type=int, default=10, help="how many trials to list (default 10)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--frontier", action="store_true", help="a frontier study's frontier: one row per batch size over its seeds")
     return parser.parse_args(argv)
 
 
@@ -69,23 +76,67 @@ def format_table(rows: list[TrialRow]) -> str:
     )
 
 
-def format_csv(rows: list[TrialRow]) -> str:
+def format_csv(dicts: list[dict[str, Any]]) -> str:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["rank", *TrialRow.columns()], lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=list(dicts[0]) if dicts else ["rank", *TrialRow.columns()], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(ranked_dicts(rows))
+    writer.writerows(dicts)
     return text.getvalue().rstrip("\n")
+
+
+_FRONTIER_TABLE: list[tuple[str, Callable[[FrontierRow], Any], Callable[[Any], str]]] = [
+    ("batch", lambda row: row.batch_size, "{:,}".format),
+    ("seeds", lambda row: row.n_seeds, str),
+    ("val_loss", lambda row: row.val_loss_mean, "{:.4f}".format),
+    ("± ci95", lambda row: row.val_loss_ci95, "{:.4f}".format),
+    ("val_acc", lambda row: row.val_acc_mean, "{:.4f}".format),
+    ("± ci95 ", lambda row: row.val_acc_ci95, "{:.4f}".format),
+    ("lr", lambda row: row.lr, "{:.4g}".format),
+    ("effective_lr", lambda row: row.effective_lr, "{:.4g}".format),
+    ("momentum", lambda row: row.momentum, "{:.3f}".format),
+    ("steps", lambda row: row.steps, "{:,}".format),
+    ("ex/s", lambda row: row.examples_per_second, "{:,.0f}".format),
+    ("searched", lambda row: row.search_trials, str),
+]
+
+
+def format_frontier(rows: list[FrontierRow]) -> str:
+    cells = [[header for header, _, _ in _FRONTIER_TABLE]]
+    cells += [[number_text(value(row), fmt, "-") for _, value, fmt in _FRONTIER_TABLE] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in cells)
+
+
+def frontier_output(study_name: str, url: str, output: str) -> str:
+    study = open_study(study_name, url)
+    trials = study.get_trials(deepcopy=False)
+    if not any(TrialRecord.of(t).frontier_role for t in trials):
+        raise UserError(
+            f"Study '{study_name}' has no frontier trials: --frontier reads a `strategy: frontier` study. Use search.best "
+            f"without --frontier for this one, or run a frontier study (README, \"The frontier\")."
+        )
+    rows = frontier_rows(trials)
+    if output == "json":
+        return json.dumps([row.as_dict() for row in rows], indent=2)
+    if output == "csv":
+        return format_csv([row.as_dict() for row in rows])
+    advice = recommend(trials, rows)
+    about = f"study {study_name}  storage {redact(url)}  {len(trials)} trials: {state_counts(trials)}"
+    return "\n".join([about, format_frontier(rows), *(textwrap.wrap(advice.reason, 110) if advice else claims(trials, rows, None)[:1])])
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     study_name, url = locate(args.study, args.storage)
+    if args.frontier:
+        print(frontier_output(study_name, url, args.format))
+        return 0
     rows, about = top_rows(study_name, url, args.top)
     if args.format == "json":
         print(json.dumps(ranked_dicts(rows), indent=2))
     elif args.format == "csv":
-        print(format_csv(rows))
+        print(format_csv(ranked_dicts(rows)))
     else:
         print(about)
         print(format_table(rows))
