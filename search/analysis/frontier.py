@@ -16,7 +16,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.analysis.scaling import SCALING_RULES, fit_exponent
+from search.analysis.scaling import SCALING_RULES, ScalingFit, fit_exponent
 from search.record import TrialRecord, is_finite
 from search.stats import Interval, mean_ci95, t975
 
@@ -113,7 +113,12 @@ class ExponentFit:
 
 
 def exponent_fit(rows: list[FrontierRow]) -> ExponentFit | None:
-    fit = fit_exponent([(r.batch_size, r.effective_lr) for r in rows])
+    """Fitted on the frontier's per-batch-size best learning rates."""
+    return with_interval(fit_exponent([(r.batch_size, r.effective_lr) for r in rows]))
+
+
+def with_interval(fit: ScalingFit | None) -> ExponentFit | None:
+    """A least-squares exponent with its t-based 95% interval and the scaling rules inside it."""
     if fit is None:
         return None
     if fit.stderr is None:
@@ -250,9 +255,9 @@ def within_percent(difference: Interval, best_loss: float) -> float | None:
     return None
 
 
-def exponent_words(fit: ExponentFit | None) -> str:
+def exponent_words(fit: ExponentFit | None, points: str = "have a frontier point") -> str:
     if fit is None:
-        return "Fewer than two batch sizes have a frontier point, so no learning-rate scaling exponent is fitted."
+        return f"Fewer than two batch sizes {points}, so no learning-rate scaling exponent is fitted."
     if fit.low is None:
         return (
             f"Between the two batch sizes the best effective learning rate changes as B^{fit.exponent:.2f}: a slope through "

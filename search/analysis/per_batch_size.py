@@ -9,8 +9,6 @@ from search.analysis.trials import batch_sizes, loss_bound
 from search.record import TrialRecord, is_finite
 from search.store.trials import is_completed
 
-# Batch sizes "as good as the best" are those within this fraction of the best loss.
-NEAR_BEST = 0.01
 # Fewer completed trials than this at a batch size: its best loss is only an upper bound.
 WELL_EXPLORED = 3
 
@@ -63,7 +61,3 @@ def within(results: list[BatchSizeResult], tolerance: float) -> list[BatchSizeRe
         return []
     bound = loss_bound(min(r.best_loss for r in measured), tolerance)  # type: ignore[type-var]
     return [r for r in measured if r.best_loss <= bound]  # type: ignore[operator]
-
-
-def near_best(results: list[BatchSizeResult], tolerance: float = NEAR_BEST) -> list[int]:
-    return [r.batch_size for r in within(results, tolerance)]

@@ -5,15 +5,12 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from search.analysis.per_batch_size import WELL_EXPLORED, BatchSizeResult, within
+from search.analysis.per_batch_size import BatchSizeResult, within
 
-# Reference exponents of learning-rate scaling rules, and how close counts as "close".
+# Reference exponents of learning-rate scaling rules.
 SCALING_RULES = {0.0: "no scaling (the same learning rate for every batch size)", 0.5: "square-root scaling", 1.0: "linear scaling"}
-CLOSE_TO_RULE = 0.15
 # Only batch sizes whose best loss is within this fraction of the best enter the exponent fit.
 FIT_WITHIN = 0.25
-# A standard error above this cannot tell linear from square-root scaling apart.
-UNCERTAIN_EXPONENT = 0.35
 
 
 @dataclass(frozen=True)
@@ -66,38 +63,3 @@ def lr_fits(results: list[BatchSizeResult]) -> tuple[ScalingFit | None, ScalingF
     plain = fit_exponent([(r.batch_size, r.best_effective_lr) for r in best])  # type: ignore[misc]
     adjusted = fit_exponent([(r.batch_size, r.best_effective_lr / (1 - r.best_momentum)) for r in best])  # type: ignore[operator]
     return plain, adjusted
-
-
-def _rule_words(exponent: float, stderr: float) -> str:
-    nearest = min(SCALING_RULES, key=lambda k: abs(k - exponent))
-    if abs(exponent - nearest) <= max(CLOSE_TO_RULE, stderr):
-        return f"close to {SCALING_RULES[nearest]} (exponent {nearest:g})"
-    if exponent > 1:
-        return "steeper than linear scaling (exponent 1)"
-    if exponent > 0.5:
-        return "between square-root (0.5) and linear scaling (1)"
-    if exponent > 0:
-        return "between no scaling (0) and square-root scaling (0.5)"
-    return "falling as batch size grows, unlike any usual rule"
-
-
-def scaling_words(fit: ScalingFit | None, fitted: list[BatchSizeResult]) -> str:
-    """The fit in a sentence or two, sized to the evidence."""
-    if fit is None:
-        return (
-            f"Fewer than two batch sizes come within {FIT_WITHIN:.0%} of the best loss, so no learning-rate scaling "
-            f"exponent can be fitted."
-        )
-    if fit.stderr is None:
-        return (
-            f"Between the two batch sizes fitted the best learning rate changes as B^{fit.exponent:.2f}; with two points "
-            f"this is a slope, not a fit, and says little about a scaling rule."
-        )
-    words = f"The best learning rate grows as B^{fit.exponent:.2f} (±{fit.stderr:.2f} standard error, fitted over {fit.points} batch sizes)"
-    if fit.stderr > UNCERTAIN_EXPONENT:
-        words += ": too uncertain to tell the scaling rules (exponent 1 linear, 0.5 square root) apart."
-    else:
-        words += f": {_rule_words(fit.exponent, fit.stderr)}."
-    if sum(r.completed < WELL_EXPLORED for r in fitted) * 2 > len(fitted):
-        words += " Most points are the best of one or two trials, so take it as a rough indication, not a measurement."
-    return words

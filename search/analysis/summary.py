@@ -4,30 +4,18 @@ from __future__ import annotations
 from optuna.trial import FrozenTrial
 
 from search.analysis.evaluation import EvaluationResult, mean_spread_text
-from search.analysis.per_batch_size import (
-    NEAR_BEST,
-    WELL_EXPLORED,
-    BatchSizeResult,
-    near_best,
-)
+from search.analysis.frontier import exponent_words, with_interval
+from search.analysis.per_batch_size import BatchSizeResult
 from search.analysis.pruning import PruningSavings
-from search.analysis.scaling import (
-    FIT_WITHIN,
-    UNCERTAIN_EXPONENT,
-    ScalingFit,
-    fitted_sizes,
-    scaling_words,
-)
+from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes
+from search.analysis.trials import loss_bound
 from search.analysis.wording import percent_text, sizes_text
 from search.store.trials import is_completed
 
-
-def _range_text(near: list[int], measured: list[int]) -> str:
-    """"batch sizes 64 to 256" when contiguous among the measured ones, else a list."""
-    positions = [measured.index(b) for b in near]
-    if positions == list(range(positions[0], positions[-1] + 1)):
-        return f"batch sizes {near[0]:,} to {near[-1]:,}"
-    return f"batch sizes {sizes_text(near)} (not contiguous: the ones in between did worse)"
+# A joint study ranks batch sizes only when each has this many completed trials within this
+# fraction of its own best: otherwise a best is one lucky draw of learning rate and momentum.
+RANKABLE = 3
+NEAR_OWN_BEST = 0.05
 
 
 def _evaluation_words(top: EvaluationResult) -> str:
@@ -42,45 +30,67 @@ def _evaluation_words(top: EvaluationResult) -> str:
     )
 
 
+def ranked(trials: list[FrozenTrial], measured: list[BatchSizeResult]) -> tuple[bool, list[int]]:
+    """Whether a joint study may rank its batch sizes: each needs `RANKABLE` completed trials within
+    `NEAR_OWN_BEST` of its own best, or its best is one lucky draw. Returns the verdict and the thin ones."""
+    thin = []
+    for result in measured:
+        bound = loss_bound(result.best_loss, NEAR_OWN_BEST)  # type: ignore[arg-type]
+        near = [t for t in trials if is_completed(t) and t.params.get("batch_size") == result.batch_size and t.value <= bound]  # type: ignore[operator]
+        if len(near) < RANKABLE:
+            thin.append(result.batch_size)
+    return not thin, thin
+
+
 def summary_lines(
     trials: list[FrozenTrial],
     results: list[BatchSizeResult],
     fits: tuple[ScalingFit | None, ScalingFit | None],
     savings: PruningSavings,
     evaluation: list[EvaluationResult],
+    frontier: bool = False,
 ) -> list[str]:
-    """A few sentences answering "what difference does batch size make here?" from these numbers."""
+    """A few sentences answering "what difference does batch size make here?" from these numbers.
+
+    In a frontier study the comparison of batch sizes comes from `search.analysis.frontier` (paired
+    seeds); here only what the search adds. In a joint study each batch size's best is the minimum over
+    however many draws the sampler gave it: an upper bound, labelled so, and ranked only where every
+    batch size compared has enough trials near its best. No "within x%" is stated: without seeds there
+    is no interval for x to exceed."""
     done = [t for t in trials if is_completed(t)]
     measured = [r for r in results if r.best is not None]
     lines = []
-    if not measured:
+    if not frontier and not measured:
         return ["No trial has completed yet, so the study cannot say anything about batch size."]
-    best = min(measured, key=lambda r: r.best_loss)  # type: ignore[arg-type, return-value]
-    if len(measured) == 1:
+    if not frontier and len(measured) == 1:
         lines.append(
-            f"Only batch size {best.batch_size:,} has a completed trial ({len(done)} completed of {len(trials)}), so the "
+            f"Only batch size {measured[0].batch_size:,} has a completed trial ({len(done)} completed of {len(trials)}), so the "
             f"study cannot yet say what difference batch size makes. Run more trials."
         )
-    else:
-        near = near_best(results)
-        sizes = [r.batch_size for r in measured]
-        if len(near) == 1:
-            within = f"no other batch size comes within {NEAR_BEST:.0%} of it"
-        else:
-            within = f"{_range_text(near, sizes)} come within {NEAR_BEST:.0%} of it"
+    elif not frontier:
+        best = min(measured, key=lambda r: r.best_loss)  # type: ignore[arg-type, return-value]
+        bounds = "; ".join(f"{r.batch_size:,}: {r.best_loss:.4f} (best of {r.completed})" for r in measured)
         lines.append(
-            f"The lowest validation loss, {best.best_loss:.4f}, was reached at batch size {best.batch_size:,}; {within}."
+            f"Best validation loss per batch size, each the minimum over the trials the joint search happened to draw there "
+            f"(upper bounds on what a batch size can reach, not tuned optima): {bounds}."
         )
-        below = [r for r in reversed(measured) if r.batch_size < near[0]]
-        above = [r for r in measured if r.batch_size > near[-1]]
-        where = "that range" if len(near) > 1 else "it"
-        for label, side in ((f"Below {where}", below), (f"Above {where}", above)):
-            if side:
-                rises = ", ".join(f"{percent_text(r.best_loss / best.best_loss - 1)} at {r.batch_size:,}" for r in side)  # type: ignore[operator]
-                lines.append(f"{label} the best loss rises: {rises}.")
+        can_rank, thin = ranked(trials, measured)
+        if can_rank:
+            lines.append(
+                f"Every batch size has at least {RANKABLE} completed trials within {NEAR_OWN_BEST:.0%} of its own best, so the "
+                f"ranking of these upper bounds is meaningful: the lowest is at batch size {best.batch_size:,}. It has no "
+                f"interval: for a tested comparison, run the study with strategy: frontier (paired seeds per batch size)."
+            )
+        else:
+            lines.append(
+                f"Batch sizes are not ranked: {sizes_text(thin)} {'have' if len(thin) > 1 else 'has'} fewer than {RANKABLE} "
+                f"completed trials within {NEAR_OWN_BEST:.0%} of {'their' if len(thin) > 1 else 'its'} own best, so those bests are "
+                f"single draws. Run more trials, or strategy: frontier to tune and compare every batch size."
+            )
         fitted = fitted_sizes(results)
+        lines.append(exponent_words(with_interval(fits[0]), points=f"come within {FIT_WITHIN:.0%} of the best loss")
+                     + " Fitted on best-of-N draws, not tuned optima.")
         left_out = [r for r in measured if r not in fitted]
-        lines.append(scaling_words(fits[0], fitted))
         if left_out:
             lines.append(
                 "Left out of that fit, as more than "
@@ -88,19 +98,8 @@ def summary_lines(
                 + ", ".join(f"batch size {r.batch_size:,} ({percent_text(r.best_loss / best.best_loss - 1)})" for r in left_out)  # type: ignore[operator]
                 + "."
             )
-        if fits[0] is not None and fits[0].stderr is not None and fits[0].stderr <= UNCERTAIN_EXPONENT and fits[1] is not None:
-            lines.append(
-                f"Counting momentum (lr / (1 - momentum), the long-run step of momentum SGD), the exponent is {fits[1].exponent:.2f}."
-            )
-    thin = [r.batch_size for r in measured if r.completed < WELL_EXPLORED]
-    if thin:
-        which = f"Batch sizes {sizes_text(thin)} have" if len(thin) > 1 else f"Batch size {thin[0]:,} has"
-        lines.append(
-            f"{which} fewer than {WELL_EXPLORED} completed trials: the best loss there is one or two draws of learning rate "
-            f"and momentum, an upper bound on what that batch size can reach, and its best learning rate is noisy."
-        )
     missing = [r for r in results if r.best is None]
-    if missing:
+    if missing and not frontier:
         lines.append(
             "No trial completed at batch sizes "
             + ", ".join(f"{r.batch_size:,} ({r.sampled} sampled)" for r in missing)

@@ -22,7 +22,8 @@ from search.analysis.diagnostics import (  # noqa: E402
     empirical_knee,
     median_by_size,
 )
-from search.analysis.per_batch_size import NEAR_BEST, BatchSizeResult  # noqa: E402
+from search.analysis.frontier import ExponentFit, FrontierRow  # noqa: E402
+from search.analysis.per_batch_size import BatchSizeResult  # noqa: E402
 from search.analysis.pruning import examples_at_end, examples_trained, finished  # noqa: E402
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
 from search.analysis.speeds import DeviceSpeeds, trial_points  # noqa: E402
@@ -51,9 +52,9 @@ def _mark_unmeasured(axis: plt.Axes, results: list[BatchSizeResult]) -> None:
 
 
 def _plot_measured(axis: plt.Axes, results: list[BatchSizeResult], values: list[float | None], color: str, label: str | None = None) -> None:
-    """Markers per batch size, solid lines between neighbours in the search space, dotted across gaps."""
+    """Markers per batch size, and lines only between neighbours in the search space that were both measured:
+    a line across an unmeasured batch size would draw a trend nobody measured."""
     points = [(r.batch_size, v) for r, v in zip(results, values) if v is not None]
-    axis.plot([x for x, _ in points], [y for _, y in points], ":", color=color, lw=1, alpha=0.6, zorder=2)
     axis.plot([x for x, _ in points], [y for _, y in points], "o", color=color, zorder=3, label=label)
     for (left, a), (right, b) in zip(zip(results, values), list(zip(results, values))[1:]):
         if a is not None and b is not None:
@@ -110,8 +111,6 @@ def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[Frozen
         loss_axis, results, done, [t.value for t in done], [r.best_loss for r in results], "C0", "final validation loss",
         "Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", label="best per batch size",
     )
-    floor = min(r.best_loss for r in measured)  # type: ignore[type-var]
-    loss_axis.axhline(loss_bound(floor, NEAR_BEST), color="C2", ls="--", lw=1, label=f"within {NEAR_BEST:.0%} of the best")
     for r in measured:
         loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
     _mark_knee_and_prediction(loss_axis, results, probe)
@@ -308,3 +307,44 @@ def figure_sharpness_and_gap(trials: list[FrozenTrial], results: list[BatchSizeR
         axes[0].set_yscale("log")
     return _save(figure, path)
 
+
+
+def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit | None, path: Path) -> str:
+    """The frontier: mean validation loss over paired seeds with its 95% interval, and the configuration each batch size uses.
+
+    Points only where a batch size was measured, lines only between listed neighbours that both were."""
+    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    measured = {r.batch_size: r for r in rows}
+    loss_axis.errorbar(
+        [r.batch_size for r in rows], [r.val_loss_mean for r in rows], yerr=[r.val_loss_ci95 or 0.0 for r in rows],
+        fmt="o", color="C0", capsize=4, zorder=3, label="mean over seeds, 95% interval",
+    )
+    for left, right in zip(sizes, sizes[1:]):
+        if left in measured and right in measured:
+            loss_axis.plot([left, right], [measured[left].val_loss_mean, measured[right].val_loss_mean], "-", color="C0", lw=1, zorder=2)
+    for size in sizes:
+        if size not in measured:
+            loss_axis.text(size, 0.03, "not measured", transform=loss_axis.get_xaxis_transform(), ha="center", fontsize=7, color="C3", rotation=90)
+    loss_axis.set_ylabel("final validation loss")
+    loss_axis.set_title("The frontier: each batch size tuned, its best re-run with paired seeds", fontsize=10)
+    loss_axis.legend(fontsize=8)
+    lr_axis.plot([r.batch_size for r in rows], [r.effective_lr for r in rows], "o", color="C1", label="effective learning rate")
+    if fit is not None and rows:
+        xs = [min(sizes), max(sizes)]
+        intercept = sum(math.log(r.effective_lr) - fit.exponent * math.log(r.batch_size) for r in rows) / len(rows)
+        interval = f" (95% interval {fit.low:.2f} to {fit.high:.2f})" if fit.low is not None else " (two points: no interval)"
+        lr_axis.plot(xs, [math.exp(intercept + fit.exponent * math.log(x)) for x in xs], "--", color="C1", lw=1,
+                     label=f"fit: B^{fit.exponent:.2f}{interval}")
+    lr_axis.set_yscale("log")
+    lr_axis.set_ylabel("effective learning rate")
+    momentum_axis = lr_axis.twinx()
+    momentum_axis.plot([r.batch_size for r in rows], [r.momentum for r in rows], "s", color="C2", ms=5, label="momentum")
+    momentum_axis.set_ylim(0, 1)
+    momentum_axis.set_ylabel("momentum")
+    lr_axis.set_title("The configuration each batch size uses", fontsize=10)
+    handles = lr_axis.get_legend_handles_labels()
+    extra = momentum_axis.get_legend_handles_labels()
+    lr_axis.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)
+    for axis in (loss_axis, lr_axis):
+        _log2_axis(axis, sizes)
+    return _save(figure, path)

@@ -8,6 +8,7 @@ opens anywhere. Nothing here imports torch or lightning.
 from __future__ import annotations
 
 import html
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,6 +21,13 @@ from search.analysis.evaluation import (
     EvaluationResult,
     evaluation_results,
     mean_spread_text,
+)
+from search.analysis.frontier import (
+    FrontierRow,
+    claims,
+    exponent_fit,
+    frontier_rows,
+    recommend,
 )
 from search.analysis.per_batch_size import BatchSizeResult, per_batch_size
 from search.analysis.pruning import examples_at_end, pruning_savings
@@ -40,6 +48,7 @@ from search.record import TrialRecord
 from search.render.figures import (
     figure_best_per_batch_size,
     figure_curves,
+    figure_frontier,
     figure_lr_and_momentum,
     figure_profile,
     figure_pruning,
@@ -118,6 +127,31 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _frontier_section(rows: list[FrontierRow], advice: str | None, sizes: list[int], png: str | None) -> str:
+    """First on the page for a frontier study; empty for a joint one."""
+    if png is None:
+        return ""
+    table = _table(
+        ["batch size", "seeds", "val loss (mean ± 95% CI)", "val acc (mean ± 95% CI)", "lr", "effective lr", "momentum", "steps", "examples/s", "searched"],
+        [[
+            f"{r.batch_size:,}", str(r.n_seeds), f"{r.val_loss_mean:.4f} ± {number_text(r.val_loss_ci95, '{:.4f}'.format, '-')}",
+            f"{number_text(r.val_acc_mean, '{:.4f}'.format, '-')} ± {number_text(r.val_acc_ci95, '{:.4f}'.format, '-')}",
+            f"{r.lr:.4g}", f"{r.effective_lr:.4g}", f"{r.momentum:.3f}", number_text(r.steps, "{:,}".format, "-"),
+            number_text(r.examples_per_second, "{:,.0f}".format, "-"), str(r.search_trials),
+        ] for r in rows],
+    )
+    unmeasured = [b for b in sizes if b not in {r.batch_size for r in rows}]
+    missing = f"<p>Not on the frontier yet (no completed seed re-run): batch sizes {', '.join(f'{b:,}' for b in unmeasured)}.</p>" if unmeasured else ""
+    return f"""<h2>The frontier: what the batch size changes at this budget</h2>
+<p>Each batch size had its own learning-rate/momentum search (pruned only against trials of the same batch size); its best
+configuration was then re-run with seeds paired across batch sizes (seed k: the same initial weights and example order at
+every batch size). The numbers are the means over those re-runs, with t-based 95% intervals; comparisons between batch sizes
+use the paired differences.</p>
+{'<p><b>' + html.escape(advice) + '</b></p>' if advice else ''}
+<img src="{png}" alt="the frontier: mean validation loss per batch size with 95% intervals, and the configuration each uses">
+{table}{missing}"""
 
 
 def _batch_size_table(results: list[BatchSizeResult]) -> str:
@@ -221,6 +255,7 @@ def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: 
 <h1>What difference does batch size make? Study <code>{html.escape(study.study_name)}</code></h1>
 <p class="meta">{html.escape(meta)}</p>
 <div class="summary"><h2 style="border:0;margin-top:0.5em">Summary</h2>{sections['summary']}</div>
+{sections['frontier']}
 <h2>Best validation loss and accuracy per batch size</h2>
 <p>Every trial saw the same number of training examples, so a larger batch took fewer optimizer steps. Only completed
 trials count here: a pruned trial stopped early and was measured after fewer examples.</p>
@@ -271,15 +306,24 @@ def write_report(
     savings = pruning_savings(trials, budget)
     runs = evaluation_study.get_trials(deepcopy=False) if evaluation_study else []
     evaluation = evaluation_results(trials, runs)
-    summary = summary_lines(trials, results, fits, savings, evaluation)
+    rows = frontier_rows(trials)
+    frontier = any(r.frontier_role for r in records)
+    fit = exponent_fit(rows)
+    advice = recommend(trials, rows)
+    summary = ([advice.reason] if advice else []) + (claims(trials, rows, fit) if frontier else [])
+    summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
     probe = latest_probe(study.user_attrs)
     summary += diagnostics_summary(trials, results, probe)
     speeds = two_speeds(trials, target_loss)
     summary += [two_speeds_sentence(s) for s in speeds]
     schedules = schedule_comparison(trials)
     summary += [line for line in [schedule_sentence(schedules)] if line]
+    sizes = [r.batch_size for r in results]
     sections = {
         "summary": "".join(f"<p>{html.escape(line)}</p>" for line in summary),
+        "frontier": _frontier_section(
+            rows, advice.reason if advice else None, sizes, figure_frontier(rows, sizes, fit, out / "frontier.png") if frontier else None,
+        ),
         "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", probe),
         "diagnostics_png": figure_sharpness_and_gap(trials, results, out / "sharpness_and_gap.png"),
         "probe": _probe_section(probe, study.study_name),
@@ -294,4 +338,15 @@ def write_report(
     }
     page = out / "report.html"
     page.write_text(render_html(study, url, trials, done, sections), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({
+        "study": study.study_name,
+        "strategy": "frontier" if frontier else "joint",
+        "frontier": [r.as_dict() for r in rows],
+        "recommendation": None if advice is None else {
+            "batch_size": advice.batch_size, "lr": advice.lr, "effective_lr": advice.effective_lr, "momentum": advice.momentum,
+            "reason": advice.reason,
+        },
+        "lr_exponent": None if fit is None else {"exponent": fit.exponent, "ci95": [fit.low, fit.high], "rules_inside": list(fit.rules_inside)},
+        "claims": summary,
+    }, indent=2, allow_nan=False), encoding="utf-8")
     return page, summary
