@@ -1,0 +1,234 @@
+"""The frontier strategy end to end (real trainings, SQLite and PostgreSQL), and every gated sentence on both sides."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.analysis.frontier import (
+    claims,
+    exponent_fit,
+    frontier_rows,
+    paired_difference,
+    recommend,
+    within_percent,
+)
+from search.analysis.per_batch_size import per_batch_size
+from search.analysis.pruning import pruning_savings
+from search.analysis.scaling import lr_fits
+from search.analysis.summary import summary_lines
+from search.config.load import load_spec
+from search.stats import Interval, mean_ci95, t975
+from search.study.per_batch_size import WithinBatchSizePruner
+from tests.conftest import run_cli
+
+FRONTIER = {
+    "strategy": "frontier",
+    "frontier": {"trials_per_batch_size": 3, "seeds": 2},
+    "search_space": {"batch_size": [16, 64]},
+    "n_trials": None,
+    "diagnostics": {"enabled": False},
+    "checkpoints": {"keep": "none"},
+}
+SIZES = [16, 32, 64, 128, 256]
+DISTRIBUTIONS = {
+    "batch_size": CategoricalDistribution(SIZES),
+    "lr": FloatDistribution(0.001, 1.0, log=True),
+    "momentum": FloatDistribution(0.0, 0.99),
+}
+
+
+def _frontier_file(study_file: Callable[..., Path], **changes: Any) -> Path:
+    spec = {**FRONTIER, **changes}
+    path = study_file({k: v for k, v in spec.items() if v is not None})
+    text = path.read_text()
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("n_trials:")) + "\n")  # derived
+    return path
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_size: int, seeds: int) -> None:
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == len(sizes) * (per_size + seeds)
+    roles = Counter((t.user_attrs["frontier_role"], t.params["batch_size"]) for t in finished)
+    assert roles == {**{("search", b): per_size for b in sizes}, **{("seed", b): seeds for b in sizes}}
+    seeds_of = [t for t in finished if t.user_attrs["frontier_role"] == "seed"]
+    # Paired: seed k trains from the same seed (weights and example order) at every batch size.
+    by_index: dict[int, set[int]] = {}
+    for t in seeds_of:
+        by_index.setdefault(t.user_attrs["frontier_index"], set()).add(t.user_attrs["seed"])
+        assert t.state == TrialState.COMPLETE, "a seed re-run is never pruned"
+        source = next(s for s in trials if s.number == t.user_attrs["frontier_of"])
+        assert source.user_attrs["frontier_role"] == "search" and source.params == t.params
+        best = min((s for s in finished if s.user_attrs["frontier_role"] == "search" and s.params["batch_size"] == t.params["batch_size"]
+                    and s.state == TrialState.COMPLETE), key=lambda s: s.value)
+        assert source.number == best.number
+    assert all(len(values) == 1 for values in by_index.values()) and len(by_index) == seeds
+
+
+def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_paired_seeds(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path = _frontier_file(study_file)
+    assert load_spec(str(path)).n_trials == 2 * (3 + 2)
+    result = run_cli("search.run", "--study", str(path), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    url = f"sqlite:///{tmp_path}/results/{path.stem}.sqlite3"
+    trials = _trials(url, path.stem)
+    _check_plan(trials, [16, 64], 3, 2)
+    # Interleaved: search rounds visit every batch size before the next round, seeds come last.
+    order = [(t.user_attrs["frontier_role"], t.params["batch_size"]) for t in sorted(trials, key=lambda t: t.number)]
+    assert order[:6] == [("search", 16), ("search", 64)] * 3 and {r for r, _ in order[6:]} == {"seed"}
+    # The view and the analysis agree, and both agree with a hand computation.
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        view = {row.batch_size: row for row in connection.execute(sqlalchemy.text("SELECT * FROM search_frontier WHERE study_name = :n"), {"n": path.stem})}
+    rows = {r.batch_size: r for r in frontier_rows(trials)}
+    assert set(view) == set(rows) == {16, 64}
+    for size, row in rows.items():
+        losses = [t.value for t in trials if t.user_attrs.get("frontier_role") == "seed" and t.params["batch_size"] == size]
+        half = 12.706 * statistics.stdev(losses) / math.sqrt(2)
+        assert row.val_loss_mean == pytest.approx(statistics.fmean(losses)) and row.val_loss_ci95 == pytest.approx(half)
+        assert view[size].val_loss_mean == pytest.approx(row.val_loss_mean) and view[size].val_loss_ci95 == pytest.approx(row.val_loss_ci95)
+        assert view[size].n_seeds == 2 and view[size].effective_lr == pytest.approx(row.effective_lr)
+    best = run_cli("search.best", "--study", str(path), "--frontier", "--format", "csv", cwd=tmp_path)
+    assert best.returncode == 0 and best.stdout.splitlines()[0].startswith("batch_size,n_seeds,val_loss_mean,val_loss_ci95"), best.stderr
+    table = run_cli("search.best", "--study", str(path), "--frontier", cwd=tmp_path)
+    assert "Use batch size" in table.stdout, table.stdout
+
+
+def test_a_stopped_frontier_study_resumes_to_exactly_the_derived_count(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path = _frontier_file(study_file)
+    first = run_cli("search.run", "--study", str(path), "--quiet", "--n-trials", "5", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    url = f"sqlite:///{tmp_path}/results/{path.stem}.sqlite3"
+    early = _trials(url, path.stem)
+    assert len(early) == 5 and Counter(t.params["batch_size"] for t in early) == {16: 3, 64: 2}  # covered evenly
+    again = run_cli("search.run", "--study", str(path), "--quiet", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    _check_plan(_trials(url, path.stem), [16, 64], 3, 2)
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_reach_exactly_the_derived_count(
+    study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies: Any
+) -> None:
+    path = _frontier_file(study_file)
+    drop_studies(postgres_url, path.stem)
+    result = run_cli("search.run", "--study", str(path), "--quiet", "--workers", "2", "--storage", postgres_url, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = _trials(postgres_url, path.stem)
+    _check_plan(trials, [16, 64], 3, 2)
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as connection:
+        view = {row.batch_size: row for row in connection.execute(sqlalchemy.text("SELECT * FROM search_frontier WHERE study_name = :n"), {"n": path.stem})}
+    for row in frontier_rows(trials):
+        assert view[row.batch_size].val_loss_mean == pytest.approx(row.val_loss_mean)
+        assert view[row.batch_size].val_loss_ci95 == pytest.approx(row.val_loss_ci95)
+
+
+def _trial(number: int, batch_size: int, value: float, role: str | None = None, index: int = 0, lr: float = 0.1,
+           momentum: float = 0.9, intermediate: dict[int, float] | None = None, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    attrs: dict[str, Any] = {"effective_lr": lr, "steps": 4096 // batch_size, "final_val_loss": value}
+    if role:
+        attrs.update(frontier_role=role, frontier_index=index)
+    trial = create_trial(
+        params={"batch_size": batch_size, "lr": lr, "momentum": momentum}, distributions=DISTRIBUTIONS,
+        value=value if state == TrialState.COMPLETE else None, user_attrs=attrs, intermediate_values=intermediate, state=state,
+    )
+    trial.number = number
+    return trial
+
+
+def _seeds(losses: dict[int, list[float]], lrs: dict[int, float] | None = None) -> list[optuna.trial.FrozenTrial]:
+    trials = []
+    for size, values in losses.items():
+        for k, value in enumerate(values):
+            trials.append(_trial(len(trials), size, value, "seed", k, lr=(lrs or {}).get(size, 0.1)))
+    return trials
+
+
+def test_the_interval_arithmetic_matches_a_hand_computation() -> None:
+    interval = mean_ci95([1.0, 2.0, 3.0])
+    assert interval.mean == 2.0 and interval.half_width == pytest.approx(4.303 / math.sqrt(3))
+    assert mean_ci95([5.0]).half_width is None
+    assert t975(40) == pytest.approx(2.021, abs=1e-3) and t975(120) == pytest.approx(1.980, abs=1e-3)
+    trials = _seeds({16: [1.00, 1.10, 1.20], 32: [1.05, 1.16, 1.24]})
+    difference = paired_difference(trials, 32, 16)
+    assert difference is not None
+    # Differences 0.05, 0.06, 0.04: mean 0.05, sd 0.01.
+    assert difference.mean == pytest.approx(0.05) and difference.half_width == pytest.approx(4.303 * 0.01 / math.sqrt(3))
+
+
+def test_better_is_stated_only_when_the_paired_interval_excludes_zero() -> None:
+    consistent = _seeds({16: [1.00, 1.10, 1.20], 32: [1.05, 1.16, 1.24]})
+    lines = claims(consistent, frontier_rows(consistent), None)
+    assert any(line.startswith("Batch size 16 is better than 32") for line in lines), lines
+    noisy = _seeds({16: [1.00, 1.10, 1.20], 32: [1.15, 1.02, 1.16]})
+    lines = claims(noisy, frontier_rows(noisy), None)
+    assert not any("better than" in line for line in lines) and any("indistinguishable" in line for line in lines), lines
+
+
+def test_within_x_percent_only_when_x_exceeds_the_half_width() -> None:
+    assert within_percent(Interval(0.001, 0.002, 3), 1.0) == 0.01  # 1% of 1.0 exceeds 0.003
+    assert within_percent(Interval(0.001, 0.2, 3), 1.0) is None  # the interval is 20% wide: no claim below 10%
+    assert within_percent(Interval(0.001, None, 1), 1.0) is None
+
+
+def test_the_exponent_interval_names_only_the_rules_inside_it() -> None:
+    sizes = [16, 32, 64, 128, 256]
+    tight = _seeds({b: [1.0, 1.1] for b in sizes}, lrs={b: 0.01 * b**0.5 * (1.01 if i % 2 else 0.99) for i, b in enumerate(sizes)})
+    fit = exponent_fit(frontier_rows(tight))
+    assert fit is not None and fit.rules_inside == ("square-root scaling (0.5)",), fit
+    loose = _seeds({b: [1.0, 1.1] for b in sizes}, lrs={16: 0.01, 32: 0.05, 64: 0.012, 128: 0.08, 256: 0.03})
+    fit = exponent_fit(frontier_rows(loose))
+    assert fit is not None and len(fit.rules_inside) >= 2, fit
+    two = exponent_fit(frontier_rows(_seeds({16: [1.0, 1.1], 32: [1.0, 1.1]})))
+    assert two is not None and two.low is None and two.rules_inside == ()
+
+
+def test_the_recommendation_is_the_largest_batch_size_indistinguishable_from_the_best() -> None:
+    trials = _seeds({16: [1.00, 1.10, 1.20], 32: [1.01, 1.08, 1.22], 64: [1.30, 1.42, 1.51]})
+    advice = recommend(trials, frontier_rows(trials))
+    assert advice is not None and advice.batch_size == 32, advice
+    assert "indistinguishable" in advice.reason and "2x larger batch costs +0.3" in advice.reason, advice.reason
+    clear = _seeds({16: [1.00, 1.10, 1.20], 32: [1.05, 1.16, 1.24]})
+    advice = recommend(clear, frontier_rows(clear))
+    assert advice is not None and advice.batch_size == 16 and "No larger batch size" not in advice.reason
+
+
+def test_a_joint_study_ranks_batch_sizes_only_with_three_trials_near_each_best() -> None:
+    thin = [_trial(0, 16, 1.0), _trial(1, 16, 1.01), _trial(2, 16, 1.02), _trial(3, 32, 1.1)]
+    results = per_batch_size(thin)
+    lines = summary_lines(thin, results, lr_fits(results), pruning_savings(thin, 4096), [])
+    assert any("upper bounds" in line for line in lines) and any(line.startswith("Batch sizes are not ranked: 32 has") for line in lines), lines
+    assert not any("within 1%" in line for line in lines)
+    rich = thin + [_trial(4, 32, 1.11), _trial(5, 32, 1.12)]
+    results = per_batch_size(rich)
+    lines = summary_lines(rich, results, lr_fits(results), pruning_savings(rich, 4096), [])
+    assert any("the lowest is at batch size 16" in line for line in lines), lines
+
+
+def test_pruning_compares_a_trial_only_with_its_own_batch_size() -> None:
+    study = optuna.create_study()
+    for number, (size, loss) in enumerate([(16, 0.1), (16, 0.12), (16, 0.11), (64, 1.0), (64, 1.2), (64, 1.1)]):
+        study.add_trial(_trial(number, size, loss, "search", intermediate={128: loss}))
+    base = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    study.enqueue_trial({"batch_size": 64, "lr": 0.1, "momentum": 0.9})
+    trial = study.ask(DISTRIBUTIONS)
+    trial.report(0.9, 128)
+    frozen_64 = study._storage.get_trial(trial._trial_id)
+    assert frozen_64.params["batch_size"] == 64
+    assert base.prune(study, frozen_64), "against every batch size the trial is worse than the median"
+    assert not WithinBatchSizePruner(base).prune(study, frozen_64), "against batch size 64 alone it is the best"
+    trial.set_user_attr("frontier_role", "seed")
+    assert not WithinBatchSizePruner(optuna.pruners.MedianPruner(n_startup_trials=0)).prune(study, study._storage.get_trial(trial._trial_id))
