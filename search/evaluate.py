@@ -50,11 +50,12 @@ from search.train.accumulation import (
     has_batch_norm,
     use_ghost_batch_norm,
 )
+from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves, check_logger, hyperparameters
 from search.train.device import worker_device
 from search.train.fit import train
 from search.train.model import build_model, training_step
-from search.train.plan import make_plan
+from search.train.plan import make_plan, warmup_steps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -115,11 +116,12 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
             spec.logging, spec.name, f"evaluation_{trial.number}_trial_{source.number}_seed_{seed}", RESULTS_DIR / spec.name,
             hyperparameters(hp, spec.optimizer.name, source_trial=source.number, seed=seed, steps=steps),
         )
-        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)], curves)
+        recalibration = Recalibration(data, spec.batch_norm)
+        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)], curves, recalibration)
         examples_seen = plan.examples_after(steps_done)
         record = EvaluationRecord(
             source_trial=source.number, seed=seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
-            optimizer=spec.optimizer.name, steps=steps, examples_seen=examples_seen,
+            optimizer=spec.optimizer.name, steps=steps, warmup_steps=warmup_steps(plan.schedule_steps(), spec.schedule), examples_seen=examples_seen,
             budget_examples=spec.budget_examples, train_images=data.train_size, test_images=data.val_size,
             wall_seconds=time.perf_counter() - started, examples_per_second=examples_seen / max(train_seconds, 1e-9), device=device_name,
         )

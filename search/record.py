@@ -115,6 +115,7 @@ class RunRecord(_Attributes):
     reason: str | None = None  # why it was pruned or failed; "" when it was not
     effective_lr: float | None = None  # the learning rate the optimizer gets
     steps: int | None = None  # optimizer steps planned
+    warmup_steps: int | None = None  # of the learning-rate warm-up (search.train.plan.warmup_steps)
     budget_examples: int | None = None
     seed: int | None = None  # fixes the initial weights and the batch order
     schedule: str | None = None  # decay_lr | grow_batch

@@ -28,7 +28,7 @@ def _spec(**changes):  # type: ignore[no-untyped-def]
 
 def test_growth_points_follow_the_decay_they_replace() -> None:
     """Linear decay without warm-up halves the rate at 1/2 of the budget, quarters it at 3/4, eighths it at 7/8."""
-    schedule = ScheduleSpec(warmup_fraction=0.0, decay="linear", growth_factor=2, max_growths=3)
+    schedule = ScheduleSpec(warmup_fraction=0.0, warmup_min_steps=0, decay="linear", growth_factor=2, max_growths=3)
     assert batch_growth(16, 1024, 128, schedule) == ((512, 2), (768, 4), (896, 8))
     # Growth stops where the grown batch would no longer divide the report interval (32 x 8 > 128).
     assert batch_growth(32, 1024, 128, schedule) == ((512, 2), (768, 4))
@@ -57,7 +57,7 @@ class _StepSizes(pl.Callback):
 def test_grow_batch_trains_the_whole_budget_with_growing_batches() -> None:
     spec = _spec(
         budget_examples=1024, search_space={"schedule": ["grow_batch"]}, pruner={"name": "none", "report_every_examples": 128},
-        schedule={"warmup_fraction": 0.0, "decay": "linear", "growth_factor": 2, "max_growths": 3},
+        schedule={"warmup_fraction": 0.0, "warmup_min_steps": 0, "decay": "linear", "growth_factor": 2, "max_growths": 3},
     )
     images = load_dataset(spec.dataset)
     steps = _StepSizes()

@@ -8,6 +8,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from search.config.spec import OptimizerSpec, ScheduleSpec
 from search.data.source import TrialData
+from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves
 from search.train.module import Interrupted, TrainingLog, TrialModule
 from search.train.plan import TrainingPlan
@@ -22,12 +23,15 @@ def train(
     schedule: ScheduleSpec,
     callbacks: list[pl.Callback],
     curves: TrainingCurves | None = None,
+    recalibration: Recalibration | None = None,
 ) -> tuple[TrainingLog, int, float]:
     """Train one trial; returns the log, the optimizer steps taken and the training seconds.
 
-    `curves`: the trial's run in the user's logger (search.train.curves); without it, nothing is logged."""
+    `curves`: the trial's run in the user's logger (search.train.curves); without it, nothing is logged.
+    `recalibration`: batch-norm statistics recomputed before every validation, the final one included
+    (search.train.batch_norm); without it, validation uses the running averages as trained."""
     step.model.to(memory_format=data.memory_format)
-    module = TrialModule(step, plan, optimizer, schedule)
+    module = TrialModule(step, plan, optimizer, schedule, recalibration)
     trainer = pl.Trainer(
         accelerator="gpu" if data.device.type == "cuda" else "cpu",
         devices=1,

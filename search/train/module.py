@@ -21,6 +21,7 @@ from search.config.spec import OptimizerSpec, ScheduleSpec
 from search.data.slicing import Batch, batch_length
 from search.errors import UserError
 from search.record import Checkpoint
+from search.train.batch_norm import Recalibration
 from search.train.optim import build_optimizer
 from search.train.plan import TrainingPlan, lr_factor
 from search.train.step import TrainingStep
@@ -54,13 +55,16 @@ class TrialModule(pl.LightningModule):
     the device between checkpoints (no `.item()` per step: it would stall a GPU).
     """
 
-    def __init__(self, step: TrainingStep, plan: TrainingPlan, optimizer: OptimizerSpec, schedule: ScheduleSpec) -> None:
+    def __init__(
+        self, step: TrainingStep, plan: TrainingPlan, optimizer: OptimizerSpec, schedule: ScheduleSpec, recalibration: Recalibration | None = None
+    ) -> None:
         super().__init__()
         self.model = step.model
         self.step = step
         self.plan = plan
         self.optimizer_spec = optimizer
         self.schedule = schedule
+        self.recalibration = recalibration  # batch-norm statistics recomputed before each validation; None: as trained
         self.log_book = TrainingLog()
         self.automatic_optimization = False
         self._train_loss_sum = torch.zeros(())  # summed over examples
@@ -100,6 +104,8 @@ class TrialModule(pl.LightningModule):
             self._accumulated = 0
 
     def on_validation_epoch_start(self) -> None:
+        if self.recalibration is not None:
+            self.recalibration(self.step)
         self._val_sums = torch.zeros(3, device=self.device)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -156,6 +162,6 @@ class TrialModule(pl.LightningModule):
         optimizer = build_optimizer(self.model.parameters(), self.optimizer_spec, self.plan.effective_lr, self.plan.momentum)
         # A growing batch replaces the decay: warm-up over the same examples, then a fixed rate.
         schedule = self.schedule.model_copy(update={"decay": "constant"}) if self.plan.growth else self.schedule
-        steps = self.plan.examples_after(self.plan.steps) // self.plan.batch_size
+        steps = self.plan.schedule_steps()
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, schedule))
         return [optimizer], [scheduler]

@@ -37,10 +37,20 @@ class TrainingPlan:
             steps -= phase_steps
         return examples
 
+    def schedule_steps(self) -> int:
+        """The steps the learning-rate schedule spans, in starting-size batches: a growing batch warms up over the same examples."""
+        return self.examples_after(self.steps) // self.batch_size
+
+
+def warmup_steps(steps: int, schedule: ScheduleSpec) -> int:
+    """Warm-up steps of a schedule over `steps`: `warmup_fraction` of them, but at least `warmup_min_steps`
+    (a fraction of a few steps is no warm-up at all), a floor that never takes more than a quarter of the steps."""
+    return max(round(schedule.warmup_fraction * steps), min(schedule.warmup_min_steps, steps // 4))
+
 
 def lr_factor(step: int, steps: int, schedule: ScheduleSpec) -> float:
     """Warm-up then decay, both over this trial's own step count, reaching zero at the end."""
-    warmup = round(schedule.warmup_fraction * steps)
+    warmup = warmup_steps(steps, schedule)
     if step < warmup:
         return (step + 1) / warmup
     if schedule.decay == "constant":
@@ -60,7 +70,7 @@ def batch_growth(batch_size: int, budget_examples: int, align: int, schedule: Sc
     step boundaries at equal examples seen.
     """
     steps = budget_examples // batch_size
-    warmup = round(schedule.warmup_fraction * steps)
+    warmup = warmup_steps(steps, schedule)
     growth: list[tuple[int, int]] = []
     for k in range(1, schedule.max_growths + 1):
         multiplier = schedule.growth_factor**k
