@@ -97,6 +97,12 @@ def test_recalibration_recomputes_the_statistics_of_the_subset() -> None:
     torch.testing.assert_close(norm.running_mean, torch.stack([c.mean(0) for c in chunks]).mean(0), atol=1e-4, rtol=0)
     torch.testing.assert_close(norm.running_var, torch.stack([c.var(0) for c in chunks]).mean(0), atol=1e-4, rtol=0)
     assert int(norm.num_batches_tracked) == 4 and norm.momentum == 0.4
+    # 65 examples in chunks of at most 16: five of 13, not four of 16 and one of a single example.
+    inputs, targets = _subset(65)
+    recalibrate(step, (inputs, targets), chunk=16)
+    chunks = inputs.split(13)
+    torch.testing.assert_close(norm.running_mean, torch.stack([c.mean(0) for c in chunks]).mean(0), atol=1e-4, rtol=0)
+    assert int(norm.num_batches_tracked) == 5
 
 
 def test_recalibration_finds_ghost_batch_norm() -> None:

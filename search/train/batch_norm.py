@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from search.config.spec import BatchNormSpec
-from search.data.slicing import Batch, split_batch
+from search.data.slicing import Batch, batch_length, split_batch
 from search.data.source import TrialData
 from search.train.step import TrainingStep
 
@@ -33,8 +33,9 @@ def recalibrate(step: TrainingStep, subset: Batch, chunk: int) -> None:
     """Recompute every running batch-norm statistic of `step.model` from scratch over `subset`.
 
     The forward passes are the step's own (a LightningModule's `training_step`, its logging silenced:
-    these passes are not training), without gradients, in chunks of `chunk` examples. Momenta and
-    every module's mode are restored afterwards.
+    these passes are not training), without gradients, in chunks of at most `chunk` examples, all of
+    nearly one size (each weighs alike in the average, none too small to normalize). Momenta and every
+    module's mode are restored afterwards.
     """
     model = step.model
     norms = running_norms(model)
@@ -42,13 +43,15 @@ def recalibrate(step: TrainingStep, subset: Batch, chunk: int) -> None:
         return
     momenta = {norm: norm.momentum for norm in norms}
     modes = {module: module.training for module in model.modules()}
+    examples = batch_length(subset)
+    size = -(-examples // -(-examples // chunk))
     try:
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None
         model.train()
         with torch.no_grad(), _silenced(model) if step.lightning else contextlib.nullcontext():
-            for piece in split_batch(subset, chunk):
+            for piece in split_batch(subset, size):
                 step.loss_of(piece)
     finally:
         for norm, momentum in momenta.items():
