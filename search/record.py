@@ -156,6 +156,14 @@ class TrialRecord(RunRecord):
     diagnostics_seconds: float | None = None
     diagnostics_skipped: str | None = None  # why the sharpness was not measured
     retry_of: int | None = None  # the trial number this one re-runs (lost worker or interrupted)
+    # `strategy: frontier` (search.study.frontier): "search" (the lr/momentum search within a batch size)
+    # or "seed" (a re-run of a batch size's best configuration); the index is the trial's place within
+    # its batch size (search) or its seed number (seed): the same role and index train from the same
+    # initial weights on the same example order at every batch size.
+    frontier_role: str | None = None
+    frontier_index: int | None = None
+    frontier_slot: int | None = None  # its place in the frontier's order of trials
+    frontier_of: int | None = None  # seed: the search trial whose configuration it re-runs
     # The final weights, while the trial is among the study's best `checkpoints.k` completed trials
     # (`search.store.artifacts`): a plain state dict in Optuna's artifact store. Both are removed with the weights.
     checkpoint_artifact_id: str | None = None
