@@ -74,11 +74,13 @@ def test_non_finite_values_read_as_absent_like_the_views() -> None:
 
 
 def test_the_views_have_a_column_per_record_field() -> None:
-    trials, evaluation, best_view = view_statements("sqlite")
+    trials, evaluation, best_view, frontier = view_statements("sqlite")
     for name in ("batch_size", "lr", "momentum", *TrialRecord.names()):
         assert f"AS {name}" in trials and f" {name}," in best_view, name
     for name in ("batch_size", *EvaluationRecord.names()):
         assert f"AS {name}" in evaluation, name
+    for name in ("batch_size", "n_seeds", "val_loss_mean", "val_loss_ci95", "val_acc_mean", "val_acc_ci95", "effective_lr", "momentum", "steps"):
+        assert name in frontier, name
 
 
 def test_the_record_and_the_report_import_no_torch() -> None:
@@ -177,7 +179,7 @@ def test_the_report_and_console_show_a_regression_study_without_accuracy(
     name, url = regression_study
     assert report.main(["--study", name, "--storage", url, "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
-    assert "The lowest validation loss, 0.2500, was reached at batch size 32" in printed
+    assert "32: 0.2500 (best of 2)" in printed and "upper bounds" in printed
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<td>32</td><td>2</td><td>2</td><td>0.2500</td><td>–</td>" in page  # best val acc absent
     assert (tmp_path / "report" / "best_per_batch_size.png").stat().st_size > 0
