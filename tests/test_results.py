@@ -276,7 +276,7 @@ def test_report_writes_the_page_figures_and_a_summary_from_the_study(study: Stud
     trials = study.load().get_trials()
     done = _completed_by_loss(trials)
     winner = done[0]
-    assert f"The lowest validation loss, {winner.value:.4f}, was reached at batch size {winner.params['batch_size']}" in printed
+    assert f"{winner.params['batch_size']:,}: {winner.value:.4f} (best of" in printed and "upper bounds" in printed
     assert "Pruning stopped" in printed and "saved" in printed
     # Every batch size is in the table with the best loss of its own completed trials.
     for size in BATCH_SIZES:
@@ -483,25 +483,24 @@ def _summary(trials: list[FrozenTrial]) -> str:
     return " ".join(summary_lines(trials, results, lr_fits(results), pruning_savings(trials, 4096), []))
 
 
-@pytest.mark.parametrize(("exponent", "words"), [(1.0, "close to linear scaling"), (0.5, "close to square-root scaling")])
-def test_summary_names_the_range_near_the_best_and_the_scaling_rule(exponent: float, words: str) -> None:
+@pytest.mark.parametrize(("exponent", "words"), [(1.0, "linear scaling (1)"), (0.5, "square-root scaling (0.5)")])
+def test_summary_labels_upper_bounds_and_names_the_scaling_rules_inside_the_interval(exponent: float, words: str) -> None:
     losses = {16: 1.20, 32: 1.10, 64: 1.000, 128: 1.005, 256: 1.15}
     text = _summary(_scaled_study(exponent, losses))
-    assert "The lowest validation loss, 1.0000, was reached at batch size 64; batch sizes 64 to 128 come within 1% of it." in text
-    assert "Below that range the best loss rises: +10% at 32, +20% at 16." in text
-    assert "Above that range the best loss rises: +15% at 256." in text
-    assert f"B^{exponent:.2f} (±0.00 standard error, fitted over 5 batch sizes): {words}" in text
-    assert "rough indication" not in text and "Left out" not in text
-    assert "fewer than 3 completed trials" not in text and "No trial completed at batch sizes 512 (0 sampled)" in text
+    assert "upper bounds on what a batch size can reach" in text and "64: 1.0000 (best of 3)" in text
+    # The other draws are 20% and 30% worse than each best: every best is one draw, so nothing is ranked.
+    assert "Batch sizes are not ranked: 16, 32, 64, 128, 256 have fewer than 3" in text and "within 1%" not in text
+    assert f"grows as B^{exponent:.2f} (95% interval" in text and f"scaling rules inside the interval: {words}." in text
+    assert "Left out" not in text and "No trial completed at batch sizes 512 (0 sampled)" in text
 
 
 def test_batch_sizes_far_from_the_best_stay_out_of_the_exponent_fit() -> None:
     trials = _scaled_study(1.0, {16: 1.1, 32: 1.0, 64: 1.05, 128: 1.2})
     trials.append(_trial(len(trials), 512, 40.0, 0.6, 2.0))  # barely learned, at a wild learning rate
     text = _summary(trials)
-    assert "B^1.00 (±0.00 standard error, fitted over 4 batch sizes): close to linear scaling" in text
+    assert "grows as B^1.00 (95% interval" in text and "4 batch sizes); scaling rules inside the interval: linear scaling (1)." in text
     assert "Left out of that fit, as more than 25% worse than the best loss" in text and "batch size 512 (+100%)" in text
-    assert "Batch size 512 has fewer than 3 completed trials" in text
+    assert "Batch sizes are not ranked" in text
 
 
 def test_summary_is_honest_when_trials_are_few() -> None:
@@ -510,11 +509,11 @@ def test_summary_is_honest_when_trials_are_few() -> None:
     assert "No trial completed at batch sizes 16 (0 sampled), 64 (0 sampled)" in one
 
     two = _summary([_trial(0, 32, 0.1, 0.9, 1.0), _trial(1, 128, 0.4, 0.9, 1.2)])
-    assert "B^1.00; with two points this is a slope, not a fit" in two
-    assert "Batch sizes 32, 128 have fewer than 3 completed trials" in two
+    assert "changes as B^1.00: a slope through two points, with no interval, so no scaling rule is named" in two
+    assert "Batch sizes are not ranked: 32, 128 have fewer than 3" in two
 
     noisy = [_trial(i, b, lr, 0.9, 1.0 + i / 100) for i, (b, lr) in enumerate([(16, 0.5), (32, 0.01), (64, 2.0), (128, 0.02)])]
-    assert "too uncertain to tell the scaling rules" in _summary(noisy)
+    assert "scaling rules inside the interval: linear scaling (1), square-root scaling (0.5), no scaling" in _summary(noisy)
 
 
 def test_exponent_fit_recovers_a_power_law() -> None:

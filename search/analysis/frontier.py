@@ -125,7 +125,8 @@ def with_interval(fit: ScalingFit | None) -> ExponentFit | None:
         return ExponentFit(fit.exponent, None, None, fit.points, ())
     half = t975(fit.points - 2) * fit.stderr
     low, high = fit.exponent - half, fit.exponent + half
-    inside = tuple(f"{name} ({k:g})" for k, name in sorted(SCALING_RULES.items(), reverse=True) if low <= k <= high)
+    slack = 1e-9  # an exact fit has a zero-width interval: let rounding not push a rule out of it
+    inside = tuple(f"{name} ({k:g})" for k, name in sorted(SCALING_RULES.items(), reverse=True) if low - slack <= k <= high + slack)
     return ExponentFit(fit.exponent, low, high, fit.points, inside)
 
 
