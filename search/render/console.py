@@ -148,6 +148,8 @@ def print_header(spec: StudySpec, url: str, data: str, workers: str) -> None:
         f"steps    per batch size  {steps}\n"
         f"search   sampler {spec.sampler.name} (seed {spec.sampler.seed})  pruner {spec.pruner.name}  "
         f"{spec.lr_parameterization.describe()}\n"
-        f"workers  {workers}",
+        + (f"frontier {spec.frontier.trials_per_batch_size} lr/momentum trials per batch size (sampled and pruned within it), "
+           f"then {spec.frontier.seeds} paired seeds of each best: {spec.n_trials} trials\n" if spec.strategy == "frontier" else "")
+        + f"workers  {workers}",
         flush=True,
     )
