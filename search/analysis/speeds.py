@@ -146,4 +146,5 @@ def two_speeds_sentence(speeds: DeviceSpeeds) -> str:
             f" With fewer than {WELL_EXPLORED} trials at batch size{'s' if len(thin) > 1 else ''} {sizes_text(thin)}, each of these is one or two draws of "
             f"learning rate and momentum: an indication, not a measurement."
         )
-    return f"{time_part}; {examples_part}.{caveat}"
+    untested = " Both are bests over each batch size's trials, without an interval: an ordering, not a tested difference."
+    return f"{time_part}; {examples_part}.{caveat}{untested if len(losses) > 1 or len(reached) > 1 else ''}"
