@@ -22,7 +22,7 @@ from search.analysis.diagnostics import (  # noqa: E402
     empirical_knee,
     median_by_size,
 )
-from search.analysis.frontier import ExponentFit, FrontierRow  # noqa: E402
+from search.analysis.frontier import ExponentFit, FrontierRow, with_interval  # noqa: E402
 from search.analysis.per_batch_size import BatchSizeResult  # noqa: E402
 from search.analysis.pruning import examples_at_end, examples_trained, finished  # noqa: E402
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
@@ -150,7 +150,8 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
     for fit, color, what in ((fits[0], "C0", "lr"), (fits[1], "C3", "lr/(1-m)")):
         if fit is None:
             continue
-        spread = f" ± {fit.stderr:.2f}" if fit.stderr is not None else " (2 points)"
+        interval = with_interval(fit)
+        spread = f" (95%: {interval.low:.2f} to {interval.high:.2f})" if interval and interval.low is not None else " (2 points)"
         lr_axis.plot(xs, [fit.lr_at(x) for x in xs], "-", color=color, lw=1.2, label=f"{what} ∝ B^{fit.exponent:.2f}{spread}")
     if fits[0] is not None:
         # Dotted guides through the fit's middle: what linear (1) and square-root (0.5) scaling would look like.
@@ -166,6 +167,7 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
         momentum_axis, results, done, [t.params.get("momentum", math.nan) for t in done], [r.best_momentum for r in results], "C4",
         "momentum", "Momentum of the best trial per batch size",
     )
+    momentum_axis.set_ylim(0, 1)  # the whole range: never zoomed onto a few draws
     for axis in (lr_axis, momentum_axis):
         _log2_axis(axis, sizes)
     return _save(figure, path)
