@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from bench import publish
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.images import ImageData, load_dataset
@@ -190,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result.seconds:6.1f}s", flush=True)
     command = " ".join(["python -m bench.pruning", *(argv if argv is not None else sys.argv[1:])])
     text = markdown(results, args, default_spec.pruner.name, command)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

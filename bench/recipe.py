@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from bench import publish
 from bench.pruning import DEFAULT_DATA, run_study
 from search.analysis.frontier import FrontierRow, frontier_rows, recommend
 from search.config.load import load_spec
@@ -116,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant:<32} {seconds:6.0f}s  " + "  ".join(f"B={r.batch_size}: {r.val_loss_mean:.4f}" for r in rows), flush=True)
     command = " ".join(["python -m bench.recipe", *(argv if argv is not None else sys.argv[1:])])
     text = markdown(results, advice, args, command)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from bench import publish
 from bench.pruning import (
     BASE_STUDY,
     DEFAULT_DATA,
@@ -322,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: " + "  ".join(f"{name} {min(runs[-1]):.4f}" for name, runs in curves.items()), flush=True)
     command = "python -m bench.search" + (" --long" if args.long else "")
     text = markdown(curves, surrogate, record, args, command)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":
