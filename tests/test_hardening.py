@@ -120,7 +120,7 @@ def test_measuring_never_creates_or_pins_the_study(study_file: Callable[..., Pat
     probed = run_cli("search.probe", "--study", str(path), "--storage", url, "--train-examples", "64", "--points", "1",
                      "--measurements", "2", "--small-batch", "4", "--big-batch", "16", cwd=REPO)
     assert probed.returncode == 0, probed.stderr
-    timed = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--budget-seconds", "0.5", "--n-trials", "1", cwd=REPO)
+    timed = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--budget-seconds", "3", "--n-trials", "1", cwd=REPO)
     assert timed.returncode == 0, timed.stderr
     assert "no profile" not in timed.stdout  # the profile search.speed saved served the run
     study = optuna.load_study(study_name=path.stem, storage=url)
