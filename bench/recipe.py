@@ -1,12 +1,13 @@
 """The recipe without bias between batch sizes: the frontier with each change off and on, side by side.
 
-    python -m bench.recipe             # cifar_bs at 8,192 examples, batch sizes 32/128/512, ~25 min on 2 CPU cores
+    python -m bench.recipe             # cifar_bs at 8,192 examples, batch sizes 32/128/512, ~20 min on 2 CPU cores
+    python -m bench.recipe --long      # and all three changes off (the recipe before them)
 
 Each variant is a whole frontier study (`strategy: frontier`, the real service path: study file +
 overrides, `create_or_resume` on a SQLite file, `run_worker`) of the `cifar_bs` model on the shared
 CIFAR-10 at a small budget: the default recipe (warm-up floor, batch-norm recalibration, no weight
-decay on normalization parameters and biases), then the same with one change turned off, then
-all three off (the recipe before them). The sampler seed and the paired training seeds are the
+decay on normalization parameters and biases), then the same with one change turned off (`--long`:
+then all three off, the recipe before them). The sampler seed and the paired training seeds are the
 same in every variant, so the rows differ by the recipe only. Writes bench/results/recipe.md.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weight decay on norm and bias": DECAY_ON,
     "all three off": {**WARMUP_OFF, **RECALIBRATION_OFF, **DECAY_ON},
 }
+DEFAULT_VARIANTS = list(VARIANTS)[:4]  # `--long` adds "all three off"
 
 
 def task_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,10 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default=DEFAULT_DATA, help="CIFAR-10 archive or folder (see the README's Data section)")
     parser.add_argument("--budget", type=int, default=8192, help="training examples per trial (a multiple of 4 x the largest batch size)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
-    parser.add_argument("--trials-per-batch-size", type=int, default=4)
+    parser.add_argument("--trials-per-batch-size", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=2000)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument("--long", action="store_true", help="also the recipe with all three changes off")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT", help="default: the recipe and each change off")
     parser.add_argument("--out", type=Path, default=RESULTS / "recipe.md")
     return parser.parse_args(argv)
 
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     images = load_dataset(base.dataset)
     results: dict[str, list[FrontierRow]] = {}
     advice: dict[str, str] = {}
-    for index, variant in enumerate(args.variants):
+    variants = args.variants or (list(VARIANTS) if args.long else DEFAULT_VARIANTS)
+    for index, variant in enumerate(variants):
         spec = load_spec(BASE_STUDY, {**task_overrides(args), **VARIANTS[variant], "name": f"recipe-{index}"})
         trials, seconds = run_study(spec, images)
         rows = frontier_rows(trials)
