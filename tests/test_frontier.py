@@ -27,7 +27,7 @@ from search.analysis.scaling import lr_fits
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
 from search.stats import Interval, mean_ci95, t975
-from search.study.per_batch_size import WithinBatchSizePruner
+from search.study.per_batch_size import PerBatchSizeSampler, WithinBatchSizePruner
 from tests.conftest import run_cli
 
 FRONTIER = {
@@ -232,3 +232,27 @@ def test_pruning_compares_a_trial_only_with_its_own_batch_size() -> None:
     assert not WithinBatchSizePruner(base).prune(study, frozen_64), "against batch size 64 alone it is the best"
     trial.set_user_attr("frontier_role", "seed")
     assert not WithinBatchSizePruner(optuna.pruners.MedianPruner(n_startup_trials=0)).prune(study, study._storage.get_trial(trial._trial_id))
+
+
+class _Recording(optuna.samplers.RandomSampler):
+    """A random sampler that records which trials each of its calls could see."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: list[set[int]] = []
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        self.seen.append({t.params["batch_size"] for t in study.get_trials(deepcopy=False) if "batch_size" in t.params})
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_the_frontier_sampler_models_each_batch_size_on_its_own_trials(tmp_path: Path) -> None:
+    base = _Recording()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.sqlite3'}", sampler=PerBatchSizeSampler(base))
+    for number, size in enumerate([16, 64, 16, 64]):
+        study.add_trial(_trial(number, size, 1.0, "search"))
+    study.enqueue_trial({"batch_size": 64})
+    trial = study.ask()
+    trial.suggest_categorical("batch_size", SIZES)
+    trial.suggest_float("lr", 0.001, 1.0, log=True)
+    assert base.seen and all(seen == {64} for seen in base.seen), base.seen
