@@ -346,7 +346,8 @@ def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit 
     lr_axis.set_title("The configuration each batch size uses", fontsize=10)
     handles = lr_axis.get_legend_handles_labels()
     extra = momentum_axis.get_legend_handles_labels()
-    lr_axis.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)
+    # Below the axes: the points may sit in any corner.
+    lr_axis.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     for axis in (loss_axis, lr_axis):
         _log2_axis(axis, sizes)
     return _save(figure, path)
