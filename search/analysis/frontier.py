@@ -139,15 +139,19 @@ class Recommendation:
     reason: str
 
 
+def differences_from_best(trials: list[FrozenTrial], rows: list[FrontierRow]) -> dict[int, Interval | None]:
+    """Each batch size's paired difference from the best one's loss (the best's own: zero), computed once."""
+    best = min(rows, key=lambda r: r.val_loss_mean)
+    return {row.batch_size: paired_difference(trials, row.batch_size, best.batch_size) for row in rows}
+
+
 def indistinguishable_from_best(trials: list[FrozenTrial], rows: list[FrontierRow]) -> list[int]:
     """The batch sizes whose paired difference from the best one's loss has an interval holding zero."""
     best = min(rows, key=lambda r: r.val_loss_mean)
-    tied = []
-    for row in rows:
-        difference = paired_difference(trials, row.batch_size, best.batch_size)
-        if row is best or (difference is not None and difference.half_width is not None and not difference.excludes_zero):
-            tied.append(row.batch_size)
-    return tied
+    return [
+        size for size, d in differences_from_best(trials, rows).items()
+        if size == best.batch_size or (d is not None and d.half_width is not None and not d.excludes_zero)
+    ]
 
 
 def recommend(trials: list[FrozenTrial], rows: list[FrontierRow]) -> Recommendation | None:
@@ -205,11 +209,12 @@ def claims(trials: list[FrozenTrial], rows: list[FrontierRow], fit: ExponentFit 
         return ["No seed re-run has completed yet, so there is no frontier: let the study finish (its seeds run last)."]
     lines = []
     best = min(rows, key=lambda r: r.val_loss_mean)
+    differences = differences_from_best(trials, rows)
     better, tied = [], []
     for row in rows:
         if row is best:
             continue
-        difference = paired_difference(trials, row.batch_size, best.batch_size)
+        difference = differences[row.batch_size]
         if difference is None or difference.half_width is None:
             continue
         if difference.excludes_zero:
@@ -230,13 +235,11 @@ def claims(trials: list[FrozenTrial], rows: list[FrontierRow], fit: ExponentFit 
             "Statistically indistinguishable from it (paired 95% intervals hold zero): "
             + ", ".join(f"batch size {r.batch_size:,} ({d.mean:+.4f} ± {d.half_width:.4f})" for r, d in tied) + "."
         )
-        within = [(r, d) for r, d in tied if within_percent(d, best.val_loss_mean) is not None]
-        for row, difference in within:
-            lines.append(
-                f"Batch size {row.batch_size:,} is within {within_percent(difference, best.val_loss_mean):.0%} of the best loss "
-                f"(that bound exceeds its interval's half-width)."
-            )
-    missing = [r.batch_size for r in rows if paired_difference(trials, r.batch_size, best.batch_size) is None]
+        for row, difference in tied:
+            bound = within_percent(difference, best.val_loss_mean)
+            if bound is not None:
+                lines.append(f"Batch size {row.batch_size:,} is within {bound:.0%} of the best loss (that bound exceeds its interval's half-width).")
+    missing = [size for size, d in differences.items() if d is None]
     if len(rows) > 1 and len(missing) == len(rows) - 1:
         lines.append("No batch size has two seeds paired with the best one yet: no comparison is stated.")
     lines.append(exponent_words(fit))
