@@ -1,12 +1,13 @@
-"""`python -m search.probe --study NAME`: predict the largest useful batch size before searching.
+"""`python -m search.probe --study NAME`: the gradient noise scale B_simple along a training run.
 
 Measures the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018,
-`search.noise_scale`) on the study's own model and data: at initialization and at a few points
-of a short training run at a moderate batch size, with the study's optimizer and schedule.
-The batches are the training stream of the search itself, augmentation on, so the noise is the
-noise SGD sees. The last (most trained) estimate is the predicted critical batch size; the
-result is stored on the study (user attribute `noise_scale_probe:<UTC time>`, one per run) and
-`search.report` draws it next to the batch size where the search's loss actually turns up.
+`search.measure.noise_scale`) on the study's own model and data, at initialization and at points
+along a run with the study's optimizer and schedule, and the training loss at each. The run is
+tuned when it can be: in a frontier study that has its frontier, the smallest batch size's best
+configuration (the one the data-efficiency curve trains) for the whole budget; otherwise a short
+run of the middle of the search space, labelled untuned. The result is stored on the study (user
+attribute `noise_scale_probe:<UTC time>`, one per run); `search.report` predicts the frontier
+from its trajectory and sets B_simple beside the measured critical batch size.
 """
 from __future__ import annotations
 
@@ -15,18 +16,25 @@ import sys
 
 import optuna
 
+from search.analysis.frontier import frontier_rows
 from search.cli import command_parser
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
 from search.errors import UserError, exits_on_user_error
-from search.measure.probe import prediction_lines, run_probe
+from search.measure.probe import (
+    ProbeRun,
+    normalization_group,
+    prediction_lines,
+    run_probe,
+    untuned_run,
+)
 from search.record import PROBE_PREFIX
 from search.store import measurements
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, redact, resolve_url
 from search.train.device import worker_device
-from search.train.model import check_model
+from search.train.model import build_model, check_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,47 +44,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--study-name", help="name of the study in the storage (default: the study file's name)")
     parser.add_argument("--budget-examples", type=int, help="as given to search.run (validated as search.run does; the probe does not depend on it)")
     parser.add_argument("--data", help="data set location (archive, folder); see the README for the forms")
-    parser.add_argument("--batch-size", type=int, help="batch size of the short training run (default: the middle of the search space)")
-    parser.add_argument("--train-examples", type=int, default=8192, help="length of the short training run (default 8192)")
-    parser.add_argument("--points", type=int, default=3, help="measurements along the run, after initialization (default 3)")
-    parser.add_argument("--small-batch", type=int, default=32, help="small batch size of the estimator (default 32)")
-    parser.add_argument("--big-batch", type=int, default=512, help="big batch size, a multiple of the small one (default 512)")
+    parser.add_argument("--batch-size", type=int, help="batch size of the training run (default: a frontier's smallest, else the middle of the search space)")
+    parser.add_argument("--train-examples", type=int, help="length of the run (default: the budget with a tuned configuration, else 8192)")
+    parser.add_argument("--points", type=int, help="measurements along the run, after initialization (default: 8 tuned, 3 untuned)")
+    parser.add_argument("--small-batch", type=int, help="small batch size of the estimator, a multiple of the normalization group (default: about 32)")
+    parser.add_argument("--big-batch", type=int, help="big batch size, a multiple of the small one (default: 16 x the small one)")
     parser.add_argument("--measurements", type=int, default=16, help="big batches averaged per point (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches")
     return parser.parse_args(argv)
 
 
-def _check_args(args: argparse.Namespace, spec: StudySpec) -> int:
-    """The probe's batch size, after checking the estimator's settings."""
-    if args.small_batch < 1 or args.big_batch % args.small_batch or args.big_batch <= args.small_batch:
+def tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size: int | None) -> ProbeRun | None:
+    """The frontier's best configuration at `batch_size` (default: its smallest); None without a frontier."""
+    if spec.name not in optuna.get_all_study_names(storage):
+        return None
+    trials = optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False)
+    rows = {row.batch_size: row for row in frontier_rows(trials)}
+    row = rows.get(batch_size) if batch_size else (rows[min(rows)] if rows else None)
+    if row is None:
+        return None
+    source = f"tuned: the frontier's best at batch size {row.batch_size:,} (search trial {row.source_trial}, re-run with {row.n_seeds} seeds)"
+    return ProbeRun(row.batch_size, row.lr, row.momentum, row.effective_lr, source, tuned=True)
+
+
+def _check_estimator(args: argparse.Namespace, group: int | None) -> None:
+    """Fill the estimator's defaults from the normalization group, then check its settings."""
+    unit = group or 1
+    args.small_batch = args.small_batch or unit * max(1, round(32 / unit))
+    args.big_batch = args.big_batch or 16 * args.small_batch
+    if args.small_batch < 1 or args.small_batch % unit or args.big_batch % args.small_batch or args.big_batch <= args.small_batch:
         raise UserError(
-            f"--big-batch ({args.big_batch}) must be a multiple of --small-batch ({args.small_batch}) and larger: the "
-            f"estimator splits each big batch into small ones. E.g. --small-batch 32 --big-batch 512."
+            f"--big-batch ({args.big_batch}) must be a larger multiple of --small-batch ({args.small_batch}), and --small-batch a "
+            f"multiple of the normalization group ({unit}: {'the smallest batch size trials train with' if group else 'no batch norm'}): "
+            f"the estimator splits each big batch into small ones. E.g. --small-batch {unit * max(1, round(32 / unit))} (the default)."
         )
-    if args.points < 1 or args.measurements < 2:
+    if (args.points is not None and args.points < 1) or args.measurements < 2:
         raise UserError(f"--points must be at least 1 and --measurements at least 2 (got {args.points} and {args.measurements}).")
-    sizes = spec.search_space.batch_sizes()
-    batch_size = args.batch_size or sizes[len(sizes) // 2]
-    if batch_size < 1 or args.train_examples < batch_size * args.points:
+
+
+def _check_run(args: argparse.Namespace, spec: StudySpec, run: ProbeRun) -> None:
+    """Fill the run's defaults (a tuned run trains the whole budget), then check its length."""
+    args.train_examples = args.train_examples or (spec.budget_examples if run.tuned else 8192)
+    args.points = args.points or (8 if run.tuned else 3)
+    if run.batch_size < 1 or args.train_examples < run.batch_size * args.points:
         raise UserError(
-            f"--train-examples ({args.train_examples}) gives fewer than one step of batch size {batch_size} per point "
-            f"(--points {args.points}); raise it to at least {batch_size * args.points}."
+            f"--train-examples ({args.train_examples}) gives fewer than one step of batch size {run.batch_size} per point "
+            f"(--points {args.points}); raise it to at least {run.batch_size * args.points}."
         )
-    return batch_size
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.study, {"name": args.study_name, "budget_examples": args.budget_examples, "dataset.path": args.data})
-    batch_size = _check_args(args, spec)
     url = resolve_url(args.storage, spec.name, spec.storage)
     device, device_name = worker_device()
     data = load_data(spec, device)
     check_model(spec, data)
+    group = normalization_group(spec, build_model(spec, data))
+    _check_estimator(args, group)
     storage = open_storage(url)
+    sizes = spec.search_space.batch_sizes()
+    run = tuned_run(spec, storage, args.batch_size) or untuned_run(spec, args.batch_size or sizes[len(sizes) // 2])
+    _check_run(args, spec, run)
     print(f"study    {spec.name}  storage {redact(url)}  device {device_name}", flush=True)
-    result = run_probe(spec, data, args, batch_size)
+    result = run_probe(spec, data, args, run, group)
     key = f"{PROBE_PREFIX}{result['created']}"
     measurements.save(storage, measurements.subject(spec, data.fingerprint), key, result)
     if spec.name in optuna.get_all_study_names(storage):

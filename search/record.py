@@ -38,6 +38,7 @@ PROBE_PREFIX = "noise_scale_probe:"
 Kind = Literal["integer", "real", "text"]
 
 _Record = TypeVar("_Record", bound="_Attributes")
+_Trial = TypeVar("_Trial", bound="_HasUserAttrs")
 
 
 class _HasUserAttrs(Protocol):
@@ -106,6 +107,16 @@ class _Attributes:
         })
 
 
+# A frontier trial that trains the smallest batch size's best configuration on a fraction of the
+# example budget (the data-efficiency curve, `search.study.frontier`); never ranked with the others.
+EFFICIENCY = "efficiency"
+
+
+def ranked(trials: list[_Trial]) -> list[_Trial]:
+    """Trials that trained the study's whole example budget: all but the data-efficiency runs."""
+    return [t for t in trials if t.user_attrs.get("frontier_role") != EFFICIENCY]
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunRecord(_Attributes):
     """What every training run stores: a search trial and a test-set run of `search.evaluate` alike."""
@@ -151,19 +162,27 @@ class TrialRecord(RunRecord):
     # Diagnostics at the final weights (`search.measure.sharpness`).
     train_subset_loss: float | None = None
     generalization_gap: float | None = None  # validation loss - training-subset loss
-    sharpness: float | None = None  # top Hessian eigenvalue of the training loss
-    sharpness_change: float | None = None  # relative change in the last power iteration
+    sharpness: float | None = None  # top Hessian eigenvalue of the training loss (Lanczos)
+    sharpness_rel_change: float | None = None  # relative change of the estimate in its last iteration
+    sharpness_residual: float | None = None  # relative residual bound of the estimate
+    sharpness_iterations: int | None = None  # Hessian-vector products
+    sharpness_examples: int | None = None  # training images the Hessian is taken over
+    # peak lr x sharpness / the stability threshold of SGD with momentum (2(1+m); Nesterov 2(1+m)/(1+2m)); SGD only
+    sharpness_lr_relative: float | None = None
+    weight_norm: float | None = None  # L2 norm of the trainable parameters at the end
     diagnostics_seconds: float | None = None
     diagnostics_skipped: str | None = None  # why the sharpness was not measured
     retry_of: int | None = None  # the trial number this one re-runs (lost worker or interrupted)
-    # `strategy: frontier` (search.study.frontier): "search" (the lr/momentum search within a batch size)
-    # or "seed" (a re-run of a batch size's best configuration); the index is the trial's place within
+    # `strategy: frontier` (search.study.frontier): "search" (the lr/momentum search within a batch size),
+    # "seed" (a re-run of a batch size's best configuration) or "efficiency" (the smallest batch size's
+    # best configuration on a fraction of the budget, seed as its index); the index is the trial's place within
     # its batch size (search) or its seed number (seed): the same role and index train from the same
     # initial weights on the same example order at every batch size.
     frontier_role: str | None = None
     frontier_index: int | None = None
     frontier_slot: int | None = None  # its place in the frontier's order of trials
-    frontier_of: int | None = None  # seed: the search trial whose configuration it re-runs
+    frontier_of: int | None = None  # seed, efficiency: the search trial whose configuration it re-runs
+    frontier_fraction: float | None = None  # efficiency: the fraction of the example budget it trains
     # The final weights, while the trial is among the study's best `checkpoints.k` completed trials
     # (`search.store.artifacts`): a plain state dict in Optuna's artifact store. Both are removed with the weights.
     checkpoint_artifact_id: str | None = None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
 from search.api import Study
 from search.cli import command_parser
+from search.config.spec import SamplerSpec
 from search.errors import exits_on_user_error
 from search.store.urls import STORAGE_ENV
 
@@ -28,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", help="data set location (archive, folder); see the README for the forms")
     parser.add_argument("--workers", default="auto", help="'auto' (one per GPU, else one on the CPU) or a number")
     parser.add_argument("--seed", type=int, help="sampler seed")
+    parser.add_argument("--sampler", choices=get_args(SamplerSpec.model_fields["name"].annotation), help="sampler, instead of the study file's sampler.name")
     parser.add_argument("--quiet", action="store_true", help="only a line per trial, no line per validation")
     return parser.parse_args(argv)
 
@@ -41,6 +44,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "budget_seconds": args.budget_seconds,
         "dataset.path": args.data,
         "sampler.seed": args.seed,
+        "sampler.name": args.sampler,
     }
 
 

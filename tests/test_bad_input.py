@@ -50,7 +50,7 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     ("unknown dataset", {"dataset": {"name": "imagenet"}}, [], "dataset.name"),
     ("unknown pruner", {"pruner": {"name": "asha"}}, [], "pruner.name"),
     ("bad pruner argument", {"pruner": {"args": {"patience": 3}}}, [], "patience"),
-    ("unknown sampler", {"sampler": {"name": "cmaes"}}, [], "sampler.name"),
+    ("unknown sampler", {"sampler": {"name": "hyperopt"}}, [], "sampler.name"),
     ("unknown key", {"learning_rate": 0.1}, [], "learning_rate"),
     ("budget below the largest batch", {"budget_examples": 100}, [], "fewer than min_steps"),
     ("budget flag too small", None, ["--budget-examples", "32"], "fewer than min_steps"),

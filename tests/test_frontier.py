@@ -1,6 +1,7 @@
 """The frontier strategy end to end (real trainings, SQLite and PostgreSQL), and every gated sentence on both sides."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import Counter
@@ -60,9 +61,19 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_size: int, seeds: int) -> None:
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == len(sizes) * (per_size + seeds)
+    assert len(finished) == len(sizes) * (per_size + seeds) + 3 * seeds
     roles = Counter((t.user_attrs["frontier_role"], t.params["batch_size"]) for t in finished)
-    assert roles == {**{("search", b): per_size for b in sizes}, **{("seed", b): seeds for b in sizes}}
+    assert roles == {**{("search", b): per_size for b in sizes}, **{("seed", b): seeds for b in sizes}, ("efficiency", sizes[0]): 3 * seeds}
+    # The efficiency curve: the smallest batch size's seed re-runs on 1/8, 1/4 and 1/2 of the budget, same seeds.
+    full = {t.user_attrs["frontier_index"]: t for t in finished if t.user_attrs["frontier_role"] == "seed" and t.params["batch_size"] == sizes[0]}
+    budget = full[0].user_attrs["budget_examples"]
+    curve = [t for t in finished if t.user_attrs["frontier_role"] == "efficiency"]
+    assert sorted((t.user_attrs["frontier_index"], t.user_attrs["budget_examples"]) for t in curve) == sorted(
+        (k, budget * f // 8) for k in range(seeds) for f in (1, 2, 4))
+    for t in curve:
+        seed_run = full[t.user_attrs["frontier_index"]]
+        assert t.state == TrialState.COMPLETE and t.params == seed_run.params and t.user_attrs["seed"] == seed_run.user_attrs["seed"]
+        assert t.user_attrs["examples_seen"] == t.user_attrs["budget_examples"] and "sharpness" not in t.user_attrs
     seeds_of = [t for t in finished if t.user_attrs["frontier_role"] == "seed"]
     # Paired: seed k trains from the same seed (weights and example order) at every batch size.
     by_index: dict[int, set[int]] = {}
@@ -79,7 +90,7 @@ def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_si
 
 def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_paired_seeds(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = _frontier_file(study_file)
-    assert load_spec(str(path)).n_trials == 2 * (3 + 2)
+    assert load_spec(str(path)).n_trials == 2 * (3 + 2) + 3 * 2
     result = run_cli("search.run", "--study", str(path), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     url = f"sqlite:///{tmp_path}/results/{path.stem}.sqlite3"
@@ -87,7 +98,8 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     _check_plan(trials, [16, 64], 3, 2)
     # Interleaved: search rounds visit every batch size before the next round, seeds come last.
     order = [(t.user_attrs["frontier_role"], t.params["batch_size"]) for t in sorted(trials, key=lambda t: t.number)]
-    assert order[:6] == [("search", 16), ("search", 64)] * 3 and {r for r, _ in order[6:]} == {"seed"}
+    assert order[:6] == [("search", 16), ("search", 64)] * 3 and {r for r, _ in order[6:10]} == {"seed"}
+    assert {r for r, _ in order[10:]} == {"efficiency"}
     # The view and the analysis agree, and both agree with a hand computation.
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as connection:
@@ -104,6 +116,19 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     assert best.returncode == 0 and best.stdout.splitlines()[0].startswith("batch_size,n_seeds,val_loss_mean,val_loss_ci95"), best.stderr
     table = run_cli("search.best", "--study", str(path), "--frontier", cwd=tmp_path)
     assert "Use batch size" in table.stdout, table.stdout
+    # The probe trains the frontier's tuned smallest batch size for the whole budget; the report measures B_crit beside it.
+    probed = run_cli("search.probe", "--study", str(path), "--small-batch", "16", "--big-batch", "64", "--measurements", "4", cwd=tmp_path)
+    assert probed.returncode == 0, probed.stderr
+    assert "tuned: the frontier's best at batch size 16" in probed.stdout and "after 512 examples (32 steps)" in probed.stdout
+    reported = run_cli("search.report", "--study", str(path), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    critical = json.loads((tmp_path / "report" / "summary.json").read_text())["critical_batch"]
+    assert {"b_simple", "b_simple_loss", "b_crit_empirical", "b_crit_ci95"} <= set(critical)
+    assert critical["smallest_batch"] == 16 and [c["examples"] for c in critical["curve"]] == [64, 128, 256, 512]
+    assert len(critical["points"]) == 2 and len(critical["b_simple_trajectory"]) >= 1
+    # Two seeds at one larger batch size give at most two points: measured or not, the reason is given when missing.
+    assert critical["b_crit_empirical"] is not None or any(r.startswith("b_crit_empirical") for r in critical["reasons"])
+    assert "Why: the critical batch size" in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_a_stopped_frontier_study_resumes_to_exactly_the_derived_count(study_file: Callable[..., Path], tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ from optuna.trial import create_trial
 
 from search import probe, report
 from search.analysis.diagnostics import (
+    MIN_CORRELATION_TRIALS,
     diagnostics_summary,
-    empirical_knee,
     latest_probe,
 )
-from search.analysis.per_batch_size import per_batch_size
 from search.record import PROBE_PREFIX
 from tests.conftest import REPO, run_cli
 
-PROBE_ARGS = ["--train-examples", "64", "--points", "2", "--small-batch", "4", "--big-batch", "16", "--measurements", "4"]
+PROBE_ARGS = ["--train-examples", "64", "--points", "2", "--small-batch", "16", "--big-batch", "64", "--measurements", "4"]
 
 
 def _probes(url: str, name: str) -> dict[str, dict]:
@@ -36,14 +35,17 @@ def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[...
     assert probe.main(["--study", str(path), "--storage", url, *PROBE_ARGS]) == 0
     output = capsys.readouterr().out
     assert "probe    at initialization" in output and output.count("probe    after") == 2
-    assert "predicted critical batch size" in output or "no prediction" in output
+    assert "B_simple = " in output or "no prediction" in output
     assert probe.main(["--study", str(path), "--storage", url, *PROBE_ARGS, "--seed", "1"]) == 0
     stored = _probes(url, path.stem)
     assert len(stored) == 2  # a second run adds, never overwrites
     first = stored[min(stored)]
-    assert (first["batch_size"], first["small_batch"], first["big_batch"], first["measurements"]) == (32, 4, 16, 4)
+    assert (first["batch_size"], first["small_batch"], first["big_batch"], first["measurements"]) == (32, 16, 64, 4)
     assert [p["examples_seen"] for p in first["points"]] == [0, 32, 64]
-    assert all(p["trace"] > 0 for p in first["points"])
+    assert all(p["trace"] > 0 and p["b_simple_loss"] > 0 for p in first["points"])
+    # A joint study has no tuned configuration: the run says so; tiny_cnn has no batch norm, so no groups.
+    assert not first["tuned"] and first["hyperparams_from"].startswith("untuned")
+    assert first["normalization_group"] is None and first["normalization"].startswith("no batch norm")
     assert latest_probe(optuna.load_study(study_name=path.stem, storage=url).user_attrs)["seed"] == 1
 
     out = tmp_path / "report"
@@ -61,26 +63,41 @@ def test_bad_probe_settings_exit_2(study_file: Callable[..., Path], tmp_path: Pa
     result = run_cli("search.probe", "--study", str(study_file()), "--storage", f"sqlite:///{tmp_path / 'x.sqlite3'}", *extra, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and message in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "x.sqlite3").exists()
+    if message == "multiple":  # checked before the storage is opened (the run's length needs the study's frontier)
+        assert not (tmp_path / "x.sqlite3").exists()
 
 
-def _trial(batch_size: int, loss: float, sharpness: float) -> optuna.trial.FrozenTrial:
+BATCH_NORM_MODEL = {"model": {"name": "airbench", "args": {"widths": [4, 4, 4], "stem_width": 4}}, "dataset": {"image_size": 16}}
+
+
+def test_a_batch_norm_model_is_measured_over_groups_of_the_smallest_batch_size(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path, url = study_file(BATCH_NORM_MODEL), f"sqlite:///{tmp_path / 'bn.sqlite3'}"
+    bad = run_cli("search.probe", "--study", str(path), "--storage", url, *PROBE_ARGS[:4], "--small-batch", "8", cwd=REPO)
+    assert bad.returncode == 2 and "multiple of the normalization group (16" in " ".join(bad.stderr.split()) and "Traceback" not in bad.stderr
+    good = run_cli("search.probe", "--study", str(path), "--storage", url, *PROBE_ARGS, cwd=REPO)
+    assert good.returncode == 0, good.stderr
+    assert "batch norm over ghost groups of 16 examples" in good.stdout
+
+
+def _trial(batch_size: int, gap: float, relative: float) -> optuna.trial.FrozenTrial:
     return create_trial(
         params={"batch_size": batch_size, "lr": 0.1, "momentum": 0.9},
         distributions={
             "batch_size": CategoricalDistribution([64, 128, 256, 512]), "lr": FloatDistribution(0.01, 1.0), "momentum": FloatDistribution(0.5, 0.99),
         },
-        value=loss, user_attrs={"sharpness": sharpness, "generalization_gap": loss / 10, "effective_lr": 0.1},
+        value=1.0, user_attrs={"frontier_role": "seed", "sharpness": 50.0, "sharpness_lr_relative": relative, "weight_norm": 30.0,
+                               "generalization_gap": gap, "effective_lr": 0.1},
     )
 
 
-def test_knee_and_agreement_with_the_prediction() -> None:
-    trials = [_trial(64, 1.00, 10.0), _trial(128, 1.04, 20.0), _trial(256, 1.20, 40.0), _trial(512, 1.8, 80.0)]
-    results = per_batch_size(trials)
-    assert empirical_knee(results) == 128  # 1.04 is within 5% of 1.00, 1.20 is not
-    probe_result = {"critical_batch_size": 200.0, "suggested_range": [25.0, 400.0], "train_examples": 8192, "batch_size": 256}
-    lines = diagnostics_summary(trials, results, probe_result)
-    assert "is 128: within a factor 2 of the prediction" in lines[0]
-    far = diagnostics_summary(trials, results, {**probe_result, "critical_batch_size": 1000.0})
-    assert "not within a factor 2 of the prediction, smaller" in far[0]
-    assert any("Sharpness" in line and "10 at batch size 64 and 40 at 256" in line for line in lines)
+def test_diagnostics_compare_relative_sharpness_and_state_the_relation_only_with_enough_trials() -> None:
+    sizes = [64, 128, 256, 512]
+    related = [_trial(sizes[i % 4], 0.1 + 0.05 * i, 0.2 * (1 + i)) for i in range(MIN_CORRELATION_TRIALS)]
+    lines = diagnostics_summary(related)
+    assert any(line.startswith("The learning-rate-relative sharpness") and "at batch size 64" in line for line in lines)
+    assert any("Raw sharpness is not compared between batch sizes" in line for line in lines)
+    relation = next(line for line in lines if line.startswith("Sharpness and the generalization gap over 20 seed re-runs"))
+    assert "excludes zero: sharper runs generalize worse" in relation
+    few = diagnostics_summary(related[: MIN_CORRELATION_TRIALS - 1])
+    assert any("relation is not stated: 19 diagnosed trials" in line for line in few)
+    assert not any(line.startswith("Sharpness and the generalization gap over") for line in few)

@@ -11,7 +11,9 @@ an optimum, and the summary says so instead of drawing a trend through noise.
   pruning         the compute pruning saved
   evaluation      test-set runs of `search.evaluate`, grouped per configuration
   speeds          the two speeds: best loss by examples seen and by training seconds
-  diagnostics     the noise-scale probe's prediction, sharpness and generalization gap
+  frontier        a frontier study's rows, paired comparisons and recommendation
+  critical        the critical batch size: measured through the efficiency curve, predicted from B_simple
+  diagnostics     the noise-scale probe, lr-relative sharpness, weight norm and generalization gap
   schedules       decay the learning rate or grow the batch
   summary         the plain-language summary
   wording         how numbers read in sentences

@@ -1,27 +1,34 @@
-"""What the literature predicts: the gradient noise scale's critical batch size, sharp minima and the generalization gap."""
+"""What the literature predicts, measured: the noise scale, sharp minima and the generalization gap.
+
+Raw sharpness (the top Hessian eigenvalue) is not compared between batch sizes: with batch norm
+the loss does not change when the weights before it are scaled by c, while the Hessian scales by
+1/c^2, and the weight norm itself moves with the batch size and learning rate. Batch sizes are
+compared on the learning-rate-relative sharpness (peak lr x lambda_max over SGD's stability
+threshold 2(1+m), Nesterov 2(1+m)/(1+2m): how close the run sat to the edge of stability) and on
+the weight norm; the sharpness-gap relation is stated only over enough trials for an interval.
+"""
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any, Callable, Mapping
 
 from optuna.trial import FrozenTrial
 
-from search.analysis.per_batch_size import BatchSizeResult, within
 from search.analysis.scaling import FIT_WITHIN
 from search.analysis.trials import loss_bound
 from search.record import PROBE_PREFIX, TrialRecord, is_finite
 from search.store.trials import is_completed
 
-# The empirical knee: the largest batch size whose best loss is within this fraction of the best.
-KNEE_WITHIN = 0.05
-# Prediction and knee "agree" when they are within this factor of each other (one power of two).
-AGREE_FACTOR = 2.0
+# The sharpness-gap correlation is stated over at least this many diagnosed trials.
+MIN_CORRELATION_TRIALS = 20
 
 # A diagnostic of a trial: one field of its record.
 Diagnostic = Callable[[TrialRecord], "float | None"]
 # (value, what it is in words), in the order the summary and the report give them.
 DIAGNOSTICS: list[tuple[Diagnostic, str]] = [
-    (lambda record: record.sharpness, "Sharpness (the top Hessian eigenvalue of the training loss)"),
+    (lambda record: record.sharpness_lr_relative, "The learning-rate-relative sharpness (peak lr x top Hessian eigenvalue / the stability threshold)"),
+    (lambda record: record.weight_norm, "The weight norm"),
     (lambda record: record.generalization_gap, "The generalization gap (validation minus training-subset loss)"),
 ]
 
@@ -30,12 +37,6 @@ def latest_probe(study_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     """The newest noise-scale probe stored on the study (keys sort by their UTC time)."""
     keys = sorted(k for k in study_attrs if k.startswith(PROBE_PREFIX))
     return study_attrs[keys[-1]] if keys else None
-
-
-def empirical_knee(results: list[BatchSizeResult], tolerance: float = KNEE_WITHIN) -> int | None:
-    """The largest batch size whose best final validation loss is within `tolerance` of the best."""
-    near = within(results, tolerance)
-    return max(r.batch_size for r in near) if near else None
 
 
 def diagnosed(trials: list[FrozenTrial], value: Diagnostic) -> list[tuple[int, float]]:
@@ -49,47 +50,75 @@ def median_by_size(points: list[tuple[int, float]]) -> dict[int, float]:
     return {b: statistics.median(v for s, v in points if s == b) for b in sizes}
 
 
-def good_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Completed trials within `FIT_WITHIN` of the best loss: one that barely learned sits on a flat plateau,
-    and its sharpness says nothing about minima."""
+def compared_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials whose diagnostics are compared: a frontier's seed re-runs (each its batch size's best), else
+    completed trials within `FIT_WITHIN` of the best loss (one that barely learned sits on a flat plateau)."""
     done = [t for t in trials if is_completed(t)]
-    if not done:
-        return []
+    seeds = [t for t in done if TrialRecord.of(t).frontier_role == "seed"]
+    if seeds or not done:
+        return seeds
     bound = loss_bound(min(t.value for t in done), FIT_WITHIN)  # type: ignore[type-var]
     return [t for t in done if t.value <= bound]  # type: ignore[operator]
 
 
-def diagnostics_summary(trials: list[FrozenTrial], results: list[BatchSizeResult], probe: Mapping[str, Any] | None) -> list[str]:
-    """What the noise-scale probe predicted against the knee, and how sharpness and the gap move with batch size."""
-    lines = []
-    knee = empirical_knee(results)
-    critical = probe.get("critical_batch_size") if probe else None
+def correlation_ci95(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Pearson's r with its 95% interval (Fisher's z); None with fewer than 4 points or no spread."""
+    n = len(xs)
+    if n < 4 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    r = statistics.correlation(xs, ys)
+    if abs(r) >= 1:
+        return r, r, r
+    z, half = math.atanh(r), 1.96 / math.sqrt(n - 3)
+    return r, math.tanh(z - half), math.tanh(z + half)
+
+
+def probe_sentence(probe: Mapping[str, Any] | None) -> str:
+    """What the probe measured, labelled as what it is; the frontier's measured B_crit is `critical`'s."""
     if probe is None:
-        lines.append("No noise-scale probe has been run on this study: `python -m search.probe --study NAME` predicts the critical batch size.")
-    elif not isinstance(critical, (int, float)):
-        lines.append("The noise-scale probe could not estimate the noise scale (its |G|^2 estimate was not positive).")
-    else:
-        low, high = probe["suggested_range"]
-        words = (
-            f"The gradient noise scale probe (McCandlish et al. 2018) measured B_simple = {critical:,.0f} after "
-            f"{probe['train_examples']:,} examples at batch size {probe['batch_size']:,}, predicting a critical batch size "
-            f"of about {critical:,.0f} and a useful search range of {low:,.0f} to {high:,.0f}."
-        )
-        if knee is not None:
-            agree = 1 / AGREE_FACTOR <= knee / critical <= AGREE_FACTOR
-            words += (
-                f" The empirical knee, the largest batch size whose best loss is within {KNEE_WITHIN:.0%} of the best, is "
-                f"{knee:,}: {'within' if agree else 'not within'} a factor {AGREE_FACTOR:g} of the prediction"
-                f"{'' if agree else (', larger' if knee > critical else ', smaller')}."
-            )
-        lines.append(words)
-    good = good_trials(trials)
+        return "No noise-scale probe has been run on this study: `python -m search.probe --study NAME` measures B_simple along a run."
+    value = probe.get("b_simple", probe.get("critical_batch_size"))
+    if not is_finite(value):
+        return "The noise-scale probe could not estimate the noise scale (its |G|^2 estimate was not positive)."
+    loss = probe.get("b_simple_loss")
+    return (
+        f"The gradient noise scale probe (McCandlish et al. 2018) measured B_simple = {value:,.0f}"
+        + (f" at training loss {loss:.3f}" if is_finite(loss) else "")
+        + f", after {probe['train_examples']:,} examples at batch size {probe['batch_size']:,} "
+        f"({probe.get('hyperparams_from', 'untuned: the middle of the search space')}). B_simple is a proxy for the critical batch "
+        "size, exact only when the Hessian is proportional to the identity, and it grows as the loss falls."
+    )
+
+
+def diagnostics_summary(trials: list[FrozenTrial]) -> list[str]:
+    """How the comparable diagnostics move with batch size, and the sharpness-gap relation when an interval carries it."""
+    compared = compared_trials(trials)
+    lines = []
+    who = "seed re-runs" if any(TrialRecord.of(t).frontier_role == "seed" for t in compared) else f"completed trials within {FIT_WITHIN:.0%} of the best loss"
     for value, what in DIAGNOSTICS:
-        medians = median_by_size(diagnosed(good, value))
+        medians = median_by_size(diagnosed(compared, value))
         if len(medians) >= 2:
             (small, first), (large, last) = next(iter(medians.items())), list(medians.items())[-1]
+            lines.append(f"{what} is {first:.3g} at batch size {small:,} and {last:.3g} at {large:,} (median of the {who}).")
+    if any(is_finite(TrialRecord.of(t).sharpness) for t in compared):
+        lines.append(
+            "Raw sharpness is not compared between batch sizes: with batch norm, scaling the weights before a normalization "
+            "leaves the loss unchanged and divides the Hessian by the square of the scale, and the weight norm moves with batch "
+            "size and learning rate; the learning-rate-relative sharpness (1 is the edge of stability) is comparable."
+        )
+    pairs = [(r.sharpness_lr_relative, r.generalization_gap) for r in map(TrialRecord.of, compared)
+             if is_finite(r.sharpness_lr_relative) and is_finite(r.generalization_gap)]
+    if len(pairs) >= MIN_CORRELATION_TRIALS:
+        found = correlation_ci95([math.log(s) for s, _ in pairs if s > 0], [g for s, g in pairs if s > 0])
+        if found:
+            r, low, high = found
+            verdict = "holds zero: no relation is shown" if low <= 0 <= high else ("excludes zero" + (": sharper runs generalize worse" if r > 0 else ": sharper runs generalize better"))
             lines.append(
-                f"{what} is {first:.3g} at batch size {small:,} and {last:.3g} at {large:,} (median of the completed trials "
-                f"within {FIT_WITHIN:.0%} of the best loss)."
+                f"Sharpness and the generalization gap over {len(pairs)} {who}: correlation of log lr-relative sharpness with the "
+                f"gap r = {r:.2f}, 95% interval {low:.2f} to {high:.2f}, which {verdict}."
             )
+    elif pairs:
+        lines.append(
+            f"The sharpness-gap relation is not stated: {len(pairs)} diagnosed trials, fewer than the {MIN_CORRELATION_TRIALS} an interval needs here."
+        )
     return lines

@@ -108,15 +108,23 @@ class FloatRange(_Spec):
     def _ordered(self) -> FloatRange:
         if not self.low < self.high:
             raise ValueError(f"range is empty or inverted: low {self.low} must be below high {self.high}")
-        if self.log and self.low <= 0:
+        if self.log is True and self.low <= 0:
             raise ValueError(f"a log range needs low > 0, got {self.low}")
         return self
+
+
+class MomentumRange(FloatRange):
+    """`log: one_minus` samples 1 - momentum on a log scale, from 1 - high to 1 - low (the trial
+    keeps `momentum` too): momentum averages over about 1 / (1 - momentum) steps, so 0.9 to 0.99
+    changes as much as 0.5 to 0.95, and a uniform draw would rarely try momentum near 1."""
+
+    log: bool | Literal["one_minus"] = False
 
 
 class SearchSpaceSpec(_Spec):
     batch_size: BatchSizeRange | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     lr: FloatRange
-    momentum: FloatRange
+    momentum: MomentumRange
     # decay_lr: constant batch size, decaying learning rate; grow_batch: the sampled batch size
     # grows by the same factors at a fixed learning rate (see ScheduleSpec). Sampled when both are listed.
     schedule: Annotated[list[Literal["decay_lr", "grow_batch"]], Field(min_length=1)] = ["decay_lr"]
@@ -224,16 +232,24 @@ class BatchNormSpec(_Spec):
     recalibrate_batch: Annotated[int, Field(ge=2, le=65_536)] = 256
 
 
+# The fractions of the example budget the data-efficiency curve trains (the whole budget is the seed re-runs).
+EFFICIENCY_FRACTIONS = (0.125, 0.25, 0.5)
+
+
 class FrontierSpec(_Spec):
     """`strategy: frontier`: a learning-rate/momentum search within each listed batch size, then
     each batch size's best configuration re-run with `seeds` seeds paired across batch sizes."""
 
     trials_per_batch_size: Annotated[int, Field(ge=2, le=10_000)] = 8
     seeds: Annotated[int, Field(ge=2, le=1_000)] = 3
+    # The data-efficiency curve that measures the critical batch size: the smallest batch size's
+    # best configuration also trained on 1/8, 1/4 and 1/2 of the budget, with the same seeds.
+    efficiency_curve: bool = True
 
 
 class SamplerSpec(_Spec):
-    name: Literal["tpe", "random"] = "tpe"
+    # gp, cmaes and qmc need packages beyond Optuna (search.study.space.build_sampler says which).
+    name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
     seed: Seed = 0
     n_startup_trials: Annotated[int, Field(ge=0)] = 10
 
@@ -250,21 +266,24 @@ class PrunerSpec(_Spec):
 
 
 class DiagnosticsSpec(_Spec):
-    """Measured on every completed trial's final weights; not part of what makes trials comparable.
+    """Measured on completed trials' final weights (in a frontier study, on its seed re-runs, the
+    trials it compares); not part of what makes trials comparable.
 
     Sharpness is the top Hessian eigenvalue over the first `examples` images of a fixed
-    training subset (`iterations` power-iteration steps); the generalization gap uses the
-    loss over `loss_examples` images of that subset. One Hessian-vector product over 128
-    images takes about 0.3 s on an idle two-core CPU: the default costs a few seconds, well
-    under 1% of a full cifar_bs trial. Sharpness is dropped for a trial where the next product
-    would pass `max_fraction` of its training time.
+    training subset (all of a smaller training set), by Lanczos iteration until its relative
+    change and residual are below `tolerance` or `max_iterations` products; the generalization
+    gap uses the loss over `loss_examples` images of that subset. One Hessian-vector product over
+    1,024 CIFAR images with the cifar_bs net takes about 2 s on two CPU cores, and convergence
+    takes 10 to 30 of them. Sharpness is dropped for a trial where the next product would pass
+    `max_fraction` of its training time.
     """
 
     enabled: bool = True
-    examples: Annotated[int, Field(ge=1)] = 128
-    iterations: Annotated[int, Field(ge=1)] = 10
+    examples: Annotated[int, Field(ge=1)] = 1024
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    max_iterations: Annotated[int, Field(ge=1, le=1000)] = 50
     loss_examples: Annotated[int, Field(ge=1)] = 2048
-    max_fraction: Annotated[float, Field(gt=0)] = 0.05
+    max_fraction: Annotated[float, Field(gt=0)] = 0.5
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -396,8 +415,13 @@ class StudySpec(_Spec):
         return self
 
     def frontier_trials(self) -> int:
-        """A frontier study's trials: batch sizes x (trials per batch size + seeds)."""
-        return len(self.search_space.batch_sizes()) * (self.frontier.trials_per_batch_size + self.frontier.seeds)
+        """A frontier study's trials: batch sizes x (trials per batch size + seeds), and the efficiency curve's."""
+        curve = len(EFFICIENCY_FRACTIONS) * self.frontier.seeds if self.has_efficiency_curve() else 0
+        return len(self.search_space.batch_sizes()) * (self.frontier.trials_per_batch_size + self.frontier.seeds) + curve
+
+    def has_efficiency_curve(self) -> bool:
+        """A frontier study's efficiency curve is in examples: a time budget (budget_seconds) has none."""
+        return self.strategy == "frontier" and self.frontier.efficiency_curve and self.budget_seconds is None
 
     def checkpoint_granularity(self) -> int:
         """The smallest number of examples that every batch size reaches in whole steps."""

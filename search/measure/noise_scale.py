@@ -10,6 +10,13 @@ ratio of noisy estimates per batch would be biased.
 
 Each big batch is split into small chunks: the chunks' gradients give the small-batch norms,
 their mean is the big-batch gradient, so one pass over the big batch yields both.
+
+The estimator needs the chunks' gradients to be means of independent units. Without batch norm
+(or any layer that mixes examples) the unit is the example, and any chunk size gives the same
+answer. With batch norm in train mode a chunk normalizes itself, so the unit would become the
+chunk and the estimate would move with the chunk size; `search.measure.probe` therefore measures
+with batch norm over fixed ghost groups (Hoffer et al. 2017) no larger than the smallest batch size
+a trial trains with, each group an independent unit whatever the chunk.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ class NoiseScale:
     gradient_sq: float  # |G|^2
     trace: float  # tr(Sigma), per example
     stderr: float  # jackknife standard error of b_simple over the big batches (nan with one)
+    loss: float  # the mean training loss over the measured batches (model as the caller left it)
 
     @property
     def b_simple(self) -> float:
@@ -47,19 +55,21 @@ def unbiased_estimates(small_sq: float, big_sq: float, small_batch: int, big_bat
     return gradient_sq, trace
 
 
-def gradient_norms(step: TrainingStep, batch: Batch, small_batch: int) -> tuple[float, float]:
-    """(mean |G_small|^2 over the chunks, |G_big|^2) for one big batch split into chunks of `small_batch`."""
+def gradient_norms(step: TrainingStep, batch: Batch, small_batch: int) -> tuple[float, float, float]:
+    """(mean |G_small|^2 over the chunks, |G_big|^2, mean loss) for one big batch split into chunks of `small_batch`."""
     params = [p for p in step.model.parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
-    small_sq = 0.0
+    small_sq = loss_sum = 0.0
     chunks = split_batch(batch, small_batch)
     for chunk in chunks:
-        gradient = torch.autograd.grad(step.loss_of(chunk), params)
+        loss = step.loss_of(chunk)
+        gradient = torch.autograd.grad(loss, params)
+        loss_sum += float(loss.detach())
         small_sq += float(sum((g.double() ** 2).sum() for g in gradient))
         for accumulated, g in zip(total, gradient):
             accumulated += g
     big_sq = float(sum(((t / len(chunks)).double() ** 2).sum() for t in total))
-    return small_sq / len(chunks), big_sq
+    return small_sq / len(chunks), big_sq, loss_sum / len(chunks)
 
 
 def estimate(step: TrainingStep, batches: Iterable[Batch], small_batch: int, measurements: int) -> NoiseScale:
@@ -68,17 +78,18 @@ def estimate(step: TrainingStep, batches: Iterable[Batch], small_batch: int, mea
     The big batch size is that of the batches, a multiple of `small_batch`. The model is used
     in whatever mode the caller left it, through the study's training step (train mode: batch norm sees chunks of `small_batch`).
     """
-    small, big = [], []
+    small, big, losses = [], [], []
     big_batch = 0
     for _, batch in zip(range(measurements), batches):
         big_batch = batch_length(batch)
         if big_batch % small_batch or big_batch == small_batch:
             raise ValueError(f"the big batch ({big_batch}) must be a larger multiple of the small batch ({small_batch})")
-        small_sq, big_sq = gradient_norms(step, batch, small_batch)
+        small_sq, big_sq, loss = gradient_norms(step, batch, small_batch)
         small.append(small_sq)
         big.append(big_sq)
+        losses.append(loss)
     gradient_sq, trace = unbiased_estimates(_mean(small), _mean(big), small_batch, big_batch)
-    return NoiseScale(small_batch, big_batch, len(small), gradient_sq, trace, _jackknife(small, big, small_batch, big_batch))
+    return NoiseScale(small_batch, big_batch, len(small), gradient_sq, trace, _jackknife(small, big, small_batch, big_batch), _mean(losses))
 
 
 def _mean(values: list[float]) -> float:

@@ -1,14 +1,25 @@
-"""The noise-scale probe: B_simple measured along a short training run of the study's model.
+"""The noise-scale probe: B_simple measured along a training run of the study's model.
 
-At initialization and at a few points of the run, the study's own training step gives the
-gradient norms at two batch sizes (`noise_scale.estimate`); `search.probe` is the command.
+At initialization and at points along a run, the study's own training step gives the gradient
+norms at two batch sizes (`noise_scale.estimate`); `search.probe` is the command. The run uses a
+tuned configuration when the study has one (a frontier study's best at the probe's batch size),
+so the trajectory of B_simple against the training loss is that of a run worth describing; B_noise
+grows as the loss falls, so one value describes one loss level only.
+
+Normalization: a model with batch norm trains with the study's grouping (the whole batch, or
+`accumulation.normalization_batch` groups) and is measured with ghost batch norm over groups of
+`group` examples, no larger than the smallest batch size a trial trains with: each group is then
+an independent unit of the estimator, whatever the chunk size (`noise_scale` says why). A model
+without batch norm needs nothing: its chunk gradients are means of independent per-example ones.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import statistics
+import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,42 +28,71 @@ import torch
 from search.config.spec import StudySpec
 from search.data.source import TrialData
 from search.measure import noise_scale
+from search.train.accumulation import ghost_groups, has_batch_norm, use_ghost_batch_norm
 from search.train.model import build_model, training_step
 from search.train.module import TrialModule
 from search.train.plan import TrainingPlan
 
 
-def probe_hyperparams(spec: StudySpec, batch_size: int) -> tuple[float, float, float]:
-    """(lr, momentum, effective lr): the middle of the search space (geometric on a log range)."""
+@dataclass(frozen=True)
+class ProbeRun:
+    """The configuration the probe trains with, and where it came from."""
+
+    batch_size: int
+    lr: float
+    momentum: float
+    effective_lr: float
+    source: str  # in words: "the frontier's best at batch size 16 (search trial 12)" or "untuned: the middle of the search space"
+    tuned: bool
+
+
+def untuned_run(spec: StudySpec, batch_size: int) -> ProbeRun:
+    """The middle of the search space (geometric on a log range): used when the study has no tuned configuration yet."""
     lr_range, momentum_range = spec.search_space.lr, spec.search_space.momentum
     lr = math.sqrt(lr_range.low * lr_range.high) if lr_range.log else (lr_range.low + lr_range.high) / 2
     momentum = (momentum_range.low + momentum_range.high) / 2
-    return lr, momentum, spec.lr_parameterization.effective_lr(lr, batch_size, momentum)
+    effective = spec.lr_parameterization.effective_lr(lr, batch_size, momentum)
+    return ProbeRun(batch_size, lr, momentum, effective, "untuned: the middle of the search space", tuned=False)
+
+
+def normalization_group(spec: StudySpec, model: torch.nn.Module) -> int | None:
+    """The ghost-batch-norm group the probe measures with; None for a model without batch norm."""
+    if not has_batch_norm(model):
+        return None
+    smallest = min(spec.search_space.batch_sizes())
+    configured = spec.accumulation.normalization_batch
+    return min(configured, smallest) if isinstance(configured, int) else smallest
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
-    """Train the study's model briefly, estimating the noise scale at init and `args.points` times along the way."""
+def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: ProbeRun, group: int | None) -> dict[str, Any]:
+    """Train the study's model with `run`, estimating the noise scale at init and `args.points` times along the way."""
     started = time.perf_counter()
-    lr, momentum, step_lr = probe_hyperparams(spec, batch_size)
+    batch_size = run.batch_size
     steps = args.train_examples // batch_size
-    plan = TrainingPlan(batch_size, steps, step_lr, momentum, report_every_examples=steps * batch_size, seed=args.seed)
+    plan = TrainingPlan(batch_size, steps, run.effective_lr, run.momentum, report_every_examples=steps * batch_size, seed=args.seed)
     torch.manual_seed(args.seed)
     model = build_model(spec, data).to(data.device, memory_format=data.memory_format)
+    if group is not None:  # train with the study's grouping, measure with `group`
+        configured = spec.accumulation.normalization_batch
+        model = use_ghost_batch_norm(model, configured if isinstance(configured, int) else sys.maxsize)
     # The study's training step, optimizer and learning-rate schedule, exactly as a trial has them.
     training = training_step(spec, model, data.device)
     (optimizer,), (scheduler,) = TrialModule(training, plan, spec.optimizer, spec.schedule).configure_optimizers()
-
+    normalization = (
+        f"batch norm over ghost groups of {group} examples (the smallest batch size trials train with; each group is one "
+        "independent unit of the estimator)" if group is not None else "no batch norm: per-example gradients averaged in chunks"
+    )
     print(
-        f"probe    {spec.model.describe()} at batch size {batch_size}, lr {lr:.4g} (effective {step_lr:.4g}), momentum "
-        f"{momentum:.3f}, for {steps * batch_size:,} examples ({steps} steps, augmentation on); gradient norms at "
-        f"{args.small_batch} and {args.big_batch} examples, {args.measurements} big batches per point",
+        f"probe    {spec.model.describe()} at batch size {batch_size}, lr {run.lr:.4g} (effective {run.effective_lr:.4g}), momentum "
+        f"{run.momentum:.3f} ({run.source}), for {steps * batch_size:,} examples ({steps} steps, augmentation on); gradient norms at "
+        f"{args.small_batch} and {args.big_batch} examples, {args.measurements} big batches per point; {normalization}",
         flush=True,
     )
-    model.train()  # batch norm as in training: each small chunk normalizes with its own statistics
+    model.train()
     measure_batches = iter(data.train_batches(args.big_batch, args.seed + 1))
     train_batches = iter(data.train_batches(batch_size, args.seed))
     boundaries = [round(steps * k / args.points) for k in range(args.points + 1)]
@@ -67,25 +107,30 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, batch_
             losses.append(float(loss_sum) / batch_size)
             step += 1
         point_started = time.perf_counter()
-        estimate = noise_scale.estimate(training, measure_batches, args.small_batch, args.measurements)
-        train_loss = statistics.fmean(losses) if losses else None
-        losses = []
+        with ghost_groups(model, group or sys.maxsize):
+            estimate = noise_scale.estimate(training, measure_batches, args.small_batch, args.measurements)
         points.append({
-            "steps": step, "examples_seen": step * batch_size, "train_loss": train_loss,
-            "gradient_sq": estimate.gradient_sq, "trace": estimate.trace,
+            "steps": step, "examples_seen": step * batch_size, "train_loss": statistics.fmean(losses) if losses else None,
+            "b_simple_loss": estimate.loss, "gradient_sq": estimate.gradient_sq, "trace": estimate.trace,
             "b_simple": _finite(estimate.b_simple), "stderr": _finite(estimate.stderr),
         })
-        print(_point_line(points[-1], time.perf_counter() - point_started), flush=True)
+        losses = []
+        done = time.perf_counter() - started
+        eta = done / (len(points)) * (len(boundaries) - len(points))
+        print(_point_line(points[-1], time.perf_counter() - point_started) + f"  [{len(points)}/{len(boundaries)}, ETA {eta:.0f} s]", flush=True)
     sizes = spec.search_space.batch_sizes()
-    critical = points[-1]["b_simple"]
+    last = points[-1]
+    critical = last["b_simple"]
     low, high = noise_scale.critical_range(critical) if critical else (None, None)
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        "batch_size": batch_size, "lr": lr, "effective_lr": step_lr, "momentum": momentum,
+        "batch_size": batch_size, "lr": run.lr, "effective_lr": run.effective_lr, "momentum": run.momentum,
+        "hyperparams_from": run.source, "tuned": run.tuned, "normalization": normalization, "normalization_group": group,
         "train_examples": steps * batch_size, "augmentation": True, "seed": args.seed,
         "small_batch": args.small_batch, "big_batch": args.big_batch, "measurements": args.measurements,
         "points": points,
-        "critical_batch_size": critical, "critical_stderr": points[-1]["stderr"],
+        "b_simple": critical, "b_simple_loss": last["b_simple_loss"],
+        "critical_batch_size": critical, "critical_stderr": last["stderr"],
         "suggested_range": [low, high] if critical else None,
         "suggested_batch_sizes": [b for b in sizes if low <= b <= high] if critical else [],
         "seconds": time.perf_counter() - started,
@@ -93,7 +138,8 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, batch_
 
 
 def _point_line(point: dict[str, Any], seconds: float) -> str:
-    where = "at initialization" if point["steps"] == 0 else f"after {point['examples_seen']:,} examples ({point['steps']} steps, train loss {point['train_loss']:.3f})"
+    where = "at initialization" if point["steps"] == 0 else f"after {point['examples_seen']:,} examples ({point['steps']} steps)"
+    where += f", training loss {point['b_simple_loss']:.3f}"
     b_simple = (
         f"B_simple {point['b_simple']:,.0f} ± {point['stderr'] or math.nan:,.0f}" if point["b_simple"] is not None
         else "B_simple undefined (|G|^2 estimate not positive: more --measurements)"
@@ -107,11 +153,14 @@ def prediction_lines(result: dict[str, Any]) -> list[str]:
         return ["no prediction: the last |G|^2 estimate is not positive; run again with more --measurements or a longer run."]
     low, high = result["suggested_range"]
     inside = ", ".join(f"{b:,}" for b in result["suggested_batch_sizes"]) or "none of the study's batch sizes"
+    trajectory = ", ".join(f"{p['b_simple']:,.0f} at loss {p['b_simple_loss']:.2f}" for p in result["points"] if p["b_simple"] is not None)
     return [
-        f"predicted critical batch size  B_crit ≈ B_simple = {critical:,.0f} ± {result['critical_stderr'] or math.nan:,.0f} "
-        f"(after {result['train_examples']:,} examples)",
-        f"suggested batch sizes to search  {low:,.0f} to {high:,.0f} (B_crit/8 to 2 B_crit): {inside}",
-        "the noise scale grows as the loss falls, so over a full training run the critical batch size is likely larger.",
+        f"B_simple = {critical:,.0f} ± {result['critical_stderr'] or math.nan:,.0f} at training loss {result['b_simple_loss']:.3f} "
+        f"(after {result['train_examples']:,} examples; {result['hyperparams_from']})",
+        f"trajectory  {trajectory}",
+        "B_simple is a proxy for the critical batch size, exact only when the Hessian is proportional to the identity; in a frontier "
+        "study with its efficiency curve, search.report measures B_crit itself and predicts the frontier from this trajectory.",
+        f"suggested batch sizes to search  {low:,.0f} to {high:,.0f} (B_simple/8 to 2 B_simple): {inside}",
     ]
 
 

@@ -149,7 +149,10 @@ def print_header(spec: StudySpec, url: str, data: str, workers: str) -> None:
         f"search   sampler {spec.sampler.name} (seed {spec.sampler.seed})  pruner {spec.pruner.name}  "
         f"{spec.lr_parameterization.describe()}\n"
         + (f"frontier {spec.frontier.trials_per_batch_size} lr/momentum trials per batch size (sampled and pruned within it), "
-           f"then {spec.frontier.seeds} paired seeds of each best: {spec.n_trials} trials\n" if spec.strategy == "frontier" else "")
+           f"then {spec.frontier.seeds} paired seeds of each best"
+           + (f", then the efficiency curve (the smallest batch size's best on 1/8, 1/4, 1/2 of the budget, {spec.frontier.seeds} seeds)"
+              if spec.has_efficiency_curve() else "")
+           + f": {spec.n_trials} trials\n" if spec.strategy == "frontier" else "")
         + f"workers  {workers}",
         flush=True,
     )

@@ -15,11 +15,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from search.analysis.critical import CriticalBatch  # noqa: E402
 from search.analysis.diagnostics import (  # noqa: E402
     DIAGNOSTICS,
-    KNEE_WITHIN,
+    compared_trials,
     diagnosed,
-    empirical_knee,
     median_by_size,
 )
 from search.analysis.frontier import ExponentFit, FrontierRow, with_interval  # noqa: E402
@@ -27,7 +27,6 @@ from search.analysis.per_batch_size import BatchSizeResult  # noqa: E402
 from search.analysis.pruning import examples_at_end, examples_trained, finished  # noqa: E402
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
 from search.analysis.speeds import DeviceSpeeds, trial_points  # noqa: E402
-from search.analysis.trials import loss_bound  # noqa: E402
 from search.measure.profile import SpeedProfile  # noqa: E402
 from search.record import TrialRecord  # noqa: E402
 
@@ -89,18 +88,13 @@ def _save(figure: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def _mark_knee_and_prediction(axis: plt.Axes, results: list[BatchSizeResult], probe: Mapping[str, Any] | None) -> None:
-    """The empirical knee, and the noise-scale probe's predicted critical batch size with its suggested range."""
-    measured = [r.best_loss for r in results if r.best_loss is not None]
-    knee = empirical_knee(results)
-    if knee is not None:
-        axis.axhline(loss_bound(min(measured), KNEE_WITHIN), color="C2", ls=":", lw=1, label=f"within {KNEE_WITHIN:.0%} of the best")
-        axis.axvline(knee, color="C2", lw=1.2, label=f"empirical knee: B={knee:,} (largest within {KNEE_WITHIN:.0%})")
-    critical = probe.get("critical_batch_size") if probe else None
+def _mark_noise_scale(axis: plt.Axes, probe: Mapping[str, Any] | None) -> None:
+    """The noise-scale probe's B_simple (a proxy for the critical batch size) with its suggested range."""
+    critical = probe.get("b_simple", probe.get("critical_batch_size")) if probe else None
     if isinstance(critical, (int, float)):
         low, high = probe["suggested_range"]  # type: ignore[index]
-        axis.axvspan(low, high, color="C3", alpha=0.07, label=f"probe's range B_crit/8 to 2 B_crit: {low:,.0f}–{high:,.0f}")
-        axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_crit ≈ B_simple = {critical:,.0f}")
+        axis.axvspan(low, high, color="C3", alpha=0.07, label=f"B_simple/8 to 2 B_simple: {low:,.0f}–{high:,.0f}")
+        axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_simple = {critical:,.0f} (a proxy for B_crit)")
 
 
 def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path, probe: Mapping[str, Any] | None = None) -> str:
@@ -113,7 +107,7 @@ def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[Frozen
     )
     for r in measured:
         loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    _mark_knee_and_prediction(loss_axis, results, probe)
+    _mark_noise_scale(loss_axis, probe)
     loss_axis.legend(fontsize=7)
     accuracies = [_or_nan(TrialRecord.of(t).final_val_acc) for t in done]
     _per_batch_size(
@@ -288,31 +282,47 @@ def figure_profile(profiles: list[SpeedProfile], trials: list[FrozenTrial], path
 
 
 def figure_sharpness_and_gap(trials: list[FrozenTrial], results: list[BatchSizeResult], path: Path) -> str:
-    """Sharpness and generalization gap of every completed trial against batch size, medians joined."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = (  # in the order of DIAGNOSTICS: sharpness, then the gap
-        ("top Hessian eigenvalue (training loss)", "Sharpness at the final weights (Keskar et al.)", "C3"),
+    """The comparable diagnostics against batch size (a frontier's seed re-runs, else the good trials), medians joined."""
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    panels = (  # in the order of DIAGNOSTICS
+        ("peak lr × λ_max / stability threshold", "Learning-rate-relative sharpness (1: edge of stability)", "C3"),
+        ("L2 norm of the weights", "Weight norm at the final weights", "C2"),
         ("validation loss − training-subset loss", "Generalization gap at the final weights", "C4"),
     )
-    measured = [diagnosed(trials, value) for value, _ in DIAGNOSTICS]
+    compared = compared_trials(trials)
+    measured = [diagnosed(compared, value) for value, _ in DIAGNOSTICS]
     for axis, points, (ylabel, title, color) in zip(axes, measured, panels):
-        axis.scatter([b for b, _ in points], [v for _, v in points], s=16, color=_GREY, zorder=2, label="every completed trial")
+        axis.scatter([b for b, _ in points], [v for _, v in points], s=16, color=_GREY, zorder=2, label="every compared trial")
         medians = median_by_size(points)
         _plot_measured(axis, results, [medians.get(r.batch_size) for r in results], color, "median per batch size")
         if not points:
-            _not_measured(axis, "not measured (diagnostics off, or no completed trial)")
+            _not_measured(axis, "not measured\n(diagnostics off, SGD only,\nor no completed trial)")
         axis.set_ylabel(ylabel)
         axis.set_title(title, fontsize=10)
         axis.legend(fontsize=8)
         _log2_axis(axis, [r.batch_size for r in results])
     if measured[0]:
+        axes[0].axhline(1.0, color="C3", ls=":", lw=1)
         axes[0].set_yscale("log")
     return _save(figure, path)
 
 
+def _mark_critical(axis: plt.Axes, critical: CriticalBatch) -> None:
+    predicted = [(b, loss) for b, loss in sorted(critical.predicted.items()) if loss is not None]
+    if predicted:
+        axis.plot([b for b, _ in predicted], [v for _, v in predicted], "--", marker="x", color="C3", lw=1.2,
+                  label=f"predicted from B_simple (probe) and the efficiency curve of B={critical.smallest_batch}")
+    if critical.b_crit_empirical is not None and critical.b_crit_ci95 is not None:
+        low, high = critical.b_crit_ci95
+        axis.axvspan(low, high if high is not None else 1e12, color="C2", alpha=0.08)  # the axis limits clip it
+        axis.axvline(critical.b_crit_empirical, color="C2", lw=1.2, label=f"measured B_crit ≈ {critical.b_crit_empirical:,.0f} (95% interval shaded)")
+    if critical.b_simple is not None:
+        axis.axvline(critical.b_simple, color="C3", ls="-.", lw=1, label=f"B_simple = {critical.b_simple:,.0f}")
 
-def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit | None, path: Path) -> str:
-    """The frontier: mean validation loss over paired seeds with its 95% interval, and the configuration each batch size uses.
+
+def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit | None, path: Path, critical: CriticalBatch | None = None) -> str:
+    """The frontier: mean validation loss over paired seeds with its 95% interval, and the configuration each batch size uses;
+    with the critical batch size measured, the frontier B_simple predicts and B_crit with its interval.
 
     Points only where a batch size was measured, lines only between listed neighbours that both were."""
     figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -327,6 +337,8 @@ def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit 
     for size in sizes:
         if size not in measured:
             loss_axis.text(size, 0.03, "not measured", transform=loss_axis.get_xaxis_transform(), ha="center", fontsize=7, color="C3", rotation=90)
+    if critical is not None:
+        _mark_critical(loss_axis, critical)
     loss_axis.set_ylabel("final validation loss")
     loss_axis.set_title("The frontier: each batch size tuned, its best re-run with paired seeds", fontsize=10)
     loss_axis.legend(fontsize=8)

@@ -16,7 +16,12 @@ from typing import Any, Iterable, Mapping
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.analysis.diagnostics import KNEE_WITHIN, diagnostics_summary, latest_probe
+from search.analysis.critical import CriticalBatch, critical_batch, critical_sentences
+from search.analysis.diagnostics import (
+    diagnostics_summary,
+    latest_probe,
+    probe_sentence,
+)
 from search.analysis.evaluation import (
     EvaluationResult,
     evaluation_results,
@@ -28,6 +33,7 @@ from search.analysis.frontier import (
     exponent_fit,
     frontier_rows,
     recommend,
+    seed_losses,
 )
 from search.analysis.per_batch_size import BatchSizeResult, per_batch_size
 from search.analysis.pruning import examples_at_end, pruning_savings
@@ -44,7 +50,7 @@ from search.analysis.speeds import (
 )
 from search.analysis.summary import summary_lines
 from search.measure.profile import SpeedProfile, profiles_in
-from search.record import TrialRecord
+from search.record import TrialRecord, ranked
 from search.render.figures import (
     figure_best_per_batch_size,
     figure_curves,
@@ -105,19 +111,39 @@ def _probe_section(probe: Mapping[str, Any] | None, study_name: str) -> str:
     if probe is None:
         return (
             f"<p>No noise-scale probe is stored on this study. Run <code>python -m search.probe --study {html.escape(study_name)}</code> "
-            "to measure the gradient noise scale and draw the predicted critical batch size on the first figure.</p>"
+            "to measure B_simple along a run (in a frontier study, of its tuned smallest batch size) and predict the frontier from it.</p>"
         )
     rows = [
-        [f"{p['examples_seen']:,}", number_text(p["train_loss"], ".3f"), f"{p['gradient_sq']:.4g}", f"{p['trace']:.4g}",
+        [f"{p['examples_seen']:,}", number_text(p.get("b_simple_loss"), ".3f"), f"{p['gradient_sq']:.4g}", f"{p['trace']:.4g}",
          number_text(p["b_simple"], ",.0f"), number_text(p["stderr"], ",.0f")]
         for p in probe["points"]
     ]
     return (
         f"<p>Probe of {html.escape(str(probe['created']))}: batch size {probe['batch_size']:,}, effective learning rate "
-        f"{probe['effective_lr']:.4g}, momentum {probe['momentum']:.3f}, augmentation on; gradient norms at {probe['small_batch']} and "
-        f"{probe['big_batch']} examples averaged over {probe['measurements']} big batches per point "
-        "(McCandlish et al. 2018, Appendix A); ± is a jackknife standard error over those batches.</p>"
-        + _table(["examples seen", "train loss", "|G|² estimate", "tr(Σ) estimate", "B_simple", "± standard error"], rows)
+        f"{probe['effective_lr']:.4g}, momentum {probe['momentum']:.3f} "
+        f"({html.escape(str(probe.get('hyperparams_from', 'untuned: the middle of the search space')))}), augmentation on; "
+        f"{html.escape(str(probe.get('normalization', 'batch norm over each chunk (a probe from before ghost groups)')))}; gradient norms at "
+        f"{probe['small_batch']} and {probe['big_batch']} examples averaged over {probe['measurements']} big batches per point "
+        "(McCandlish et al. 2018, Appendix A); ± is a jackknife standard error over those batches. B_simple is a proxy for "
+        "the critical batch size, exact only when the Hessian is proportional to the identity.</p>"
+        + _table(["examples seen", "training loss at the estimate", "|G|² estimate", "tr(Σ) estimate", "B_simple", "± standard error"], rows)
+    )
+
+
+def _critical_section(critical: CriticalBatch | None) -> str:
+    """The data-efficiency curve and the inverted frontier points, as numbers; empty for a joint study."""
+    if critical is None or not critical.curve:
+        return ""
+    curve = _table(["examples", "mean validation loss"], [[f"{c['examples']:,.0f}", f"{c['val_loss']:.4f}"] for c in critical.curve])
+    points = _table(
+        ["batch size", "seed", "validation loss", "E / E′ (examples ratio)"],
+        [[f"{p['batch_size']:,}", str(p["seed"]), f"{p['loss']:.4f}", number_text(p["examples_ratio"], ".2f", "outside the curve")]
+         for p in critical.points],
+    )
+    return (
+        f"<p>The data-efficiency curve of batch size {critical.smallest_batch:,} (mean over seeds; each seed made "
+        "non-increasing before inversion), and each frontier point's examples ratio: the examples it trained over the examples "
+        "the smallest batch size needs for the same loss, on the same seed.</p>" + curve + points
     )
 
 
@@ -266,13 +292,17 @@ trials count here: a pruned trial stopped early and was measured after fewer exa
 <p>An exponent of 1 means the best learning rate grows linearly with batch size, 0.5 with its square root, 0 not at all.
 The best trial of a batch size is one draw from the sampler, so each point is noisy; grey dots show every completed trial.</p>
 <img src="{sections['lr_png']}" alt="best learning rate (log-log) and momentum per batch size">
-<h2>Why: gradient noise scale, sharpness and generalization gap</h2>
-<p>The gradient noise scale B_simple = tr(Σ)/|G|² predicts the critical batch size: below it a larger batch saves steps
-at little cost in examples, above it mostly wastes examples (McCandlish et al. 2018). The empirical knee is the largest
-batch size whose best loss is within {KNEE_WITHIN:.0%} of the best; both are marked on the first figure. Large batches are said to
-end in sharper minima that generalize worse (Keskar et al. 2016): sharpness is the largest Hessian eigenvalue of the training
-loss over a fixed training subset, the gap the validation loss minus the loss on a fixed training subset, both at each
-completed trial's final weights.</p>
+<h2>Why: the critical batch size, sharpness and generalization gap</h2>
+<p>At a fixed budget of E examples, a batch size B makes the progress of about E / (1 + B/B_crit) examples at a small
+batch (McCandlish et al. 2018): up to about B_crit a larger batch costs few extra examples, beyond it each doubling costs
+up to twice the examples for the same loss. A frontier study measures B_crit: its smallest batch size is also trained on
+1/8, 1/4 and 1/2 of the budget (the data-efficiency curve), and each frontier point is inverted through that curve. The
+gradient noise scale B_simple = tr(Σ)/|G|² is a proxy for it, measured by the probe along a run; the frontier figure draws
+the frontier it predicts. Large batches are said to end in sharper minima that generalize worse (Keskar et al. 2016):
+sharpness is the largest Hessian eigenvalue of the training loss over a fixed training subset (Lanczos, to a relative
+change below the study's tolerance), compared between batch sizes only relative to the learning rate's stability
+threshold; the gap is the validation loss minus the loss on a fixed training subset.</p>
+{sections['critical']}
 {sections['probe']}
 <img src="{sections['diagnostics_png']}" alt="sharpness and generalization gap against batch size">
 <h2>Validation loss against examples seen</h2>
@@ -295,13 +325,15 @@ def write_report(
     """Write report.html and its figures into `out`; returns the page and the summary sentences."""
     done = completed(study)
     out.mkdir(parents=True, exist_ok=True)
-    trials = study.get_trials(deepcopy=False)
+    all_trials = study.get_trials(deepcopy=False)
+    trials = ranked(all_trials)  # the efficiency curve's shorter runs enter the critical batch size only
     records = [TrialRecord.of(t) for t in trials]
     budget = int(study.user_attrs.get("budget_examples") or max(r.examples_seen or 0 for r in records))
     if study.user_attrs.get("spec", {}).get("budget_seconds"):
         # A time budget: the longest trial planned (steps from the speed profile).
         budget = max((examples_at_end(t, budget) for t, r in zip(trials, records) if r.budget_seconds is not None), default=budget)
     results = per_batch_size(trials)
+    sizes = [r.batch_size for r in results]
     fits = lr_fits(results)
     savings = pruning_savings(trials, budget)
     runs = evaluation_study.get_trials(deepcopy=False) if evaluation_study else []
@@ -313,17 +345,20 @@ def write_report(
     summary = ([advice.reason] if advice else []) + (claims(trials, rows, fit) if frontier else [])
     summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
     probe = latest_probe(study.user_attrs)
-    summary += diagnostics_summary(trials, results, probe)
+    critical = critical_batch(all_trials, seed_losses(trials), probe) if frontier else None
+    summary += critical_sentences(critical, sizes) if critical else [probe_sentence(probe)]
+    summary += diagnostics_summary(trials)
     speeds = two_speeds(trials, target_loss)
     summary += [two_speeds_sentence(s) for s in speeds]
     schedules = schedule_comparison(trials)
     summary += [line for line in [schedule_sentence(schedules)] if line]
-    sizes = [r.batch_size for r in results]
     sections = {
         "summary": "".join(f"<p>{html.escape(line)}</p>" for line in summary),
         "frontier": _frontier_section(
-            rows, advice.reason if advice else None, sizes, figure_frontier(rows, sizes, fit, out / "frontier.png") if frontier else None,
+            rows, advice.reason if advice else None, sizes,
+            figure_frontier(rows, sizes, fit, out / "frontier.png", critical) if frontier else None,
         ),
+        "critical": _critical_section(critical),
         "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", probe),
         "diagnostics_png": figure_sharpness_and_gap(trials, results, out / "sharpness_and_gap.png"),
         "probe": _probe_section(probe, study.study_name),
@@ -347,6 +382,7 @@ def write_report(
             "reason": advice.reason,
         },
         "lr_exponent": None if fit is None else {"exponent": fit.exponent, "ci95": [fit.low, fit.high], "rules_inside": list(fit.rules_inside)},
+        "critical_batch": None if critical is None else critical.as_dict(),
         "claims": summary,
     }, indent=2, allow_nan=False), encoding="utf-8")
     return page, summary

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from search.config.load import find_study_file, load_spec
 from search.config.spec import MAX_STUDY_NAME, STUDY_NAME
 from search.errors import UserError
-from search.record import TrialRecord
+from search.record import TrialRecord, ranked
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, backend, redact, resolve_url
 
@@ -92,8 +92,8 @@ def is_completed(trial: FrozenTrial) -> bool:
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials, best (lowest final validation loss) first; none completed is a `UserError`."""
-    trials = study.get_trials(deepcopy=False)
+    """Completed trials that trained the whole budget, best (lowest final validation loss) first; none completed is a `UserError`."""
+    trials = ranked(study.get_trials(deepcopy=False))
     done = [t for t in trials if is_completed(t)]
     if not done:
         raise UserError(

@@ -10,6 +10,11 @@ pairs (Shallue et al. 2018 tune each batch size separately for the same reason).
 
 The queue is filled one trial at a time by the worker that holds the trial gate, so that the
 order and the study-wide count stay exact with any number of workers and across resumes.
+
+Last, with `efficiency_curve`, the smallest batch size's best configuration is trained again on
+1/8, 1/4 and 1/2 of the budget with the same seeds: with its seed re-runs (the whole budget) that
+is the data-efficiency curve L_small(E') through which `search.analysis.critical` inverts the
+frontier into the critical batch size. Each trial trains its own full schedule over its budget.
 """
 from __future__ import annotations
 
@@ -21,8 +26,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config.spec import StudySpec
-from search.record import TrialRecord
+from search.config.spec import EFFICIENCY_FRACTIONS, StudySpec
+from search.record import EFFICIENCY, TrialRecord
 
 SEARCH, SEED = "search", "seed"
 # A slot whose trials failed this often is given up (e.g. out of memory at that batch size).
@@ -33,20 +38,32 @@ _HELD = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState
 @dataclass(frozen=True)
 class Slot:
     number: int  # its place in the frontier's order
-    role: Literal["search", "seed"]
+    role: Literal["search", "seed", "efficiency"]
     batch_size: int
-    index: int  # search: the trial's index within its batch size; seed: the seed number
+    index: int  # search: the trial's index within its batch size; seed, efficiency: the seed number
+    fraction: float = 1.0  # of the example budget (efficiency: less than 1)
 
 
 def frontier_slots(spec: StudySpec) -> list[Slot]:
     sizes = spec.search_space.batch_sizes()
     rounds = [(SEARCH, i) for i in range(spec.frontier.trials_per_batch_size)] + [(SEED, k) for k in range(spec.frontier.seeds)]
-    return [Slot(n, role, b, index) for n, ((role, index), b) in enumerate((r, b) for r in rounds for b in sizes)]  # type: ignore[misc]
+    slots = [Slot(n, role, b, index) for n, ((role, index), b) in enumerate((r, b) for r in rounds for b in sizes)]  # type: ignore[arg-type]
+    if spec.has_efficiency_curve():
+        curve = [(k, f) for k in range(spec.frontier.seeds) for f in EFFICIENCY_FRACTIONS]
+        slots += [Slot(len(slots) + i, EFFICIENCY, sizes[0], k, f) for i, (k, f) in enumerate(curve)]
+    return slots
+
+
+def efficiency_budget(spec: StudySpec, fraction: float) -> int:
+    """The example budget of an efficiency trial: `fraction` of the study's, in whole steps of the smallest batch size."""
+    smallest = spec.search_space.batch_sizes()[0]
+    return max(smallest, round(spec.budget_examples * fraction / smallest) * smallest)
 
 
 def paired_seed(spec: StudySpec, role: str, index: int) -> int:
-    """The training seed of a frontier trial: a function of its role and index only, not of its batch size."""
-    return int(np.random.SeedSequence([spec.sampler.seed, role == SEED, index]).generate_state(1)[0])
+    """The training seed of a frontier trial: a function of its role and index only, not of its batch size
+    (an efficiency trial trains with the seed re-run's seed of the same index)."""
+    return int(np.random.SeedSequence([spec.sampler.seed, role != SEARCH, index]).generate_state(1)[0])
 
 
 def best_search_trial(trials: list[FrozenTrial], batch_size: int) -> FrozenTrial | None:
@@ -100,6 +117,7 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
         best = best_search_trial(trials, slot.batch_size)
         if best is None:
             continue  # no search trial of this batch size completed: nothing to re-run
-        study.enqueue_trial(dict(best.params), user_attrs={**attrs.attrs(), "frontier_of": best.number})
+        extra = {"frontier_fraction": slot.fraction} if slot.role == EFFICIENCY else {}
+        study.enqueue_trial(dict(best.params), user_attrs={**attrs.attrs(), "frontier_of": best.number, **extra})
         return "queued"
     return "waiting" if waiting else "done"

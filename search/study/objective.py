@@ -25,7 +25,7 @@ from search.record import TrialRecord, is_finite
 from search.store.artifacts import CheckpointKeeper
 from search.store.urls import RESULTS_DIR
 from search.study import space
-from search.study.frontier import paired_seed
+from search.study.frontier import SEED, efficiency_budget, paired_seed
 from search.study.reporting import ExamplesSeenReporter, ProgressListener
 from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter
@@ -33,7 +33,7 @@ from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves, hyperparameters
 from search.train.fit import train
 from search.train.model import build_model, training_step
-from search.train.plan import make_plan, warmup_steps
+from search.train.plan import TrainingPlan, make_plan, warmup_steps
 from search.train.step import TrainingStep
 
 
@@ -73,7 +73,7 @@ class Objective:
         if self.on_start:
             self.on_start()
         started = time.perf_counter()
-        spec = self.spec
+        spec = self._trial_spec(trial)
         # Optuna 5 exposes system attributes only on frozen trials: ask the storage for ours.
         retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
         if retried is not None:
@@ -143,8 +143,8 @@ class Objective:
                 best_val_acc=best.val_acc,
                 train_loss=final.train_loss,
             )
-            if spec.diagnostics.enabled and log.stop_reason is None:
-                attrs.update(self._diagnose(step, final.val_loss, train_seconds))
+            if self._diagnosed(trial) and log.stop_reason is None:
+                attrs.update(self._diagnose(step, final.val_loss, train_seconds, plan))
         if log.stop_reason == "pruned":
             attrs["reason"] = f"pruned at {examples_seen:,} examples"
         elif log.stop_reason == "diverged":
@@ -152,7 +152,8 @@ class Objective:
         elif log.stop_reason == "interrupted":
             attrs["reason"] = STOP.reason
         self._store(trial, attrs)
-        if self.keeper is not None and log.stop_reason is None and is_finite(attrs.get("final_val_loss")):
+        # An efficiency run trained a share of the budget: never among the study's best, never kept.
+        if self.keeper is not None and log.stop_reason is None and is_finite(attrs.get("final_val_loss")) and spec is self.spec:
             self._keep(trial, step, attrs["final_val_loss"])
         if log.stop_reason == "interrupted":
             # Queue the same configuration again: re-running the command carries on with it.
@@ -162,6 +163,13 @@ class Objective:
             # A diverged trial is pruned, not failed: the sampler then learns that region is bad.
             raise optuna.TrialPruned(attrs["reason"])
         return attrs["final_val_loss"]
+
+    def _trial_spec(self, trial: optuna.Trial) -> StudySpec:
+        """The study's spec, with a frontier efficiency trial's share of the example budget."""
+        fraction = TrialRecord.of(trial).frontier_fraction
+        if fraction is None:
+            return self.spec
+        return self.spec.model_copy(update={"budget_examples": efficiency_budget(self.spec, fraction)})
 
     def _seed(self, trial: optuna.Trial) -> int:
         """A frontier trial's seed is paired across batch sizes; a joint search's is the trial's own."""
@@ -184,10 +192,18 @@ class Objective:
                 rates.setdefault(record.micro_batch_size, []).append(record.examples_per_second)
         return {size: statistics.median(values) for size, values in rates.items()}
 
-    def _diagnose(self, step: TrainingStep, val_loss: float, train_seconds: float) -> dict[str, Any]:
+    def _diagnosed(self, trial: optuna.Trial) -> bool:
+        """Diagnostics on every trial of a joint study; in a frontier study on the seed re-runs only, the
+        trials it compares (a search trial's sharpness would cost as much and enter no comparison)."""
+        role = TrialRecord.of(trial).frontier_role
+        return self.spec.diagnostics.enabled and role in (None, SEED)
+
+    def _diagnose(self, step: TrainingStep, val_loss: float, train_seconds: float, plan: TrainingPlan) -> dict[str, Any]:
         """Sharpness and generalization gap of a completed trial; a failure here is stored, never fails the trial."""
         try:
-            return diagnose(step, self.data, val_loss, self.spec.diagnostics, train_seconds)
+            return diagnose(
+                step, self.data, val_loss, self.spec.diagnostics, train_seconds, plan.effective_lr, plan.momentum, self.spec.optimizer
+            )
         except Exception as error:  # noqa: BLE001 - the trial itself has succeeded
             return {"diagnostics_skipped": f"{type(error).__name__}: {error}".split("\n")[0]}
 

@@ -95,6 +95,6 @@ class WithinBatchSizePruner(optuna.pruners.BasePruner):
         self.base = base
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get("frontier_role") == "seed":
-            return False  # a seed re-run measures its configuration to the end
+        if trial.user_attrs.get("frontier_role") not in (None, "search"):
+            return False  # a seed or efficiency re-run measures its configuration to the end
         return self.base.prune(one_batch_size(study, trial_batch_size(trial)), trial)

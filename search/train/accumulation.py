@@ -6,12 +6,13 @@ disk next to the decoded data, so every worker and every later run reuses it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
@@ -58,6 +59,20 @@ def use_ghost_batch_norm(model: nn.Module, size: int) -> nn.Module:
         else:
             use_ghost_batch_norm(child, size)
     return model
+
+
+@contextlib.contextmanager
+def ghost_groups(model: nn.Module, size: int) -> Iterator[nn.Module]:
+    """Within the block, every ghost-batch-norm layer of `model` normalizes groups of `size` examples."""
+    layers = [m for m in model.modules() if isinstance(m, GhostBatchNorm)]
+    sizes = [layer.size for layer in layers]
+    for layer in layers:
+        layer.size = size
+    try:
+        yield model
+    finally:
+        for layer, original in zip(layers, sizes):
+            layer.size = original
 
 
 @dataclass(frozen=True)
