@@ -228,3 +228,24 @@ def test_32_workers_stay_within_postgres_connection_limits(tmp_path: Path, postg
     assert peak > 32  # the measurement saw the workers at all
     trials = optuna.load_study(study_name=name, storage=postgres_url).trials
     assert len(trials) == 96 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.postgres
+def test_workers_opening_an_empty_database_at_once_create_optunas_tables_once() -> None:
+    """Two Slurm array tasks starting together on a database without Optuna's tables collided
+    ("duplicate key ... pg_type_typname_nsp_index"): four processes now open it at the same moment."""
+    name = f"race_{os.getpid()}"
+    admin = sqlalchemy.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    code = "import sys, time; from search.store.storage import open_storage; time.sleep(float(sys.argv[2]) - time.time()); open_storage(sys.argv[1])"
+    start = time.time() + 3  # every process is imported and waiting before the moment comes
+    processes = [subprocess.Popen([sys.executable, "-c", code, url, str(start)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+        assert all(process.returncode == 0 for process in processes), errors
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

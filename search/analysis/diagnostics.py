@@ -106,6 +106,12 @@ def diagnostics_summary(trials: list[FrozenTrial]) -> list[str]:
             "leaves the loss unchanged and divides the Hessian by the square of the scale, and the weight norm moves with batch "
             "size and learning rate; the learning-rate-relative sharpness (1 is the edge of stability) is comparable."
         )
+    if any((TrialRecord.of(t).sharpness_lr_relative or 0) > 1 for t in compared):
+        lines.append(
+            "Learning-rate-relative sharpness above 1 does not mean a run diverged: it is measured at the final weights, in eval "
+            "mode, after the schedule's decay shrank the step (to zero under linear decay), and networks sharpen as the step shrinks; "
+            "it compares how far past the peak step's stability limit each batch size's minimum lies."
+        )
     pairs = [(r.sharpness_lr_relative, r.generalization_gap) for r in map(TrialRecord.of, compared)
              if is_finite(r.sharpness_lr_relative) and is_finite(r.generalization_gap)]
     if len(pairs) >= MIN_CORRELATION_TRIALS:

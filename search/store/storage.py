@@ -8,7 +8,6 @@ Passwords are never printed: every URL shown goes through `redact`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import random
@@ -16,7 +15,7 @@ import sqlite3
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import sqlalchemy
@@ -100,6 +99,32 @@ def _check_sqlite_file(path: Path, url: str) -> None:
         )
 
 
+_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha1(b"batch-size-search optuna schema").digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """One process at a time through Optuna's first connection on PostgreSQL.
+
+    Optuna creates its tables, and PostgreSQL enum types with them, when it first connects; two
+    workers doing that at once on an empty database collide ("duplicate key ... pg_type_typname_nsp_index",
+    seen with two Slurm array tasks starting together). A session advisory lock serializes them.
+    """
+    if backend(url) != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=_engine_kwargs(url)["connect_args"])
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 def open_storage(
     url: str, heartbeat_seconds: int | None = None, retry_seconds: float = RETRY_WINDOW_SECONDS, *, wait: bool = False
 ) -> optuna.storages.RDBStorage:
@@ -114,14 +139,15 @@ def open_storage(
     if backend(url) == "sqlite":
         _check_sqlite_file(Path(make_url(url).database), url)
     try:
-        connect = functools.partial(
-            ReconnectingRDBStorage,
-            url,
-            engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=HEARTBEAT_GRACE_FACTOR * heartbeat_seconds if heartbeat_seconds else None,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat_seconds else None,
-        )
+        def connect() -> ReconnectingRDBStorage:
+            with _schema_lock(url):
+                return ReconnectingRDBStorage(
+                    url,
+                    engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=HEARTBEAT_GRACE_FACTOR * heartbeat_seconds if heartbeat_seconds else None,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat_seconds else None,
+                )
         if wait:
             patience = Reconnecting()
             patience.retry_window = retry_seconds
