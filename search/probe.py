@@ -70,8 +70,10 @@ def tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size:
 def _check_estimator(args: argparse.Namespace, group: int | None) -> None:
     """Fill the estimator's defaults from the normalization group, then check its settings."""
     unit = group or 1
-    args.small_batch = args.small_batch or unit * max(1, round(32 / unit))
-    args.big_batch = args.big_batch or 16 * args.small_batch
+    if args.small_batch is None:
+        args.small_batch = unit * max(1, round(32 / unit))
+    if args.big_batch is None:
+        args.big_batch = 16 * args.small_batch
     if args.small_batch < 1 or args.small_batch % unit or args.big_batch % args.small_batch or args.big_batch <= args.small_batch:
         raise UserError(
             f"--big-batch ({args.big_batch}) must be a larger multiple of --small-batch ({args.small_batch}), and --small-batch a "
@@ -84,8 +86,10 @@ def _check_estimator(args: argparse.Namespace, group: int | None) -> None:
 
 def _check_run(args: argparse.Namespace, spec: StudySpec, run: ProbeRun) -> None:
     """Fill the run's defaults (a tuned run trains the whole budget), then check its length."""
-    args.train_examples = args.train_examples or (spec.budget_examples if run.tuned else 8192)
-    args.points = args.points or (8 if run.tuned else 3)
+    if args.train_examples is None:
+        args.train_examples = spec.budget_examples if run.tuned else 8192
+    if args.points is None:
+        args.points = 8 if run.tuned else 3
     if run.batch_size < 1 or args.train_examples < run.batch_size * args.points:
         raise UserError(
             f"--train-examples ({args.train_examples}) gives fewer than one step of batch size {run.batch_size} per point "
