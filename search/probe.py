@@ -34,7 +34,7 @@ from search.store import measurements
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, redact, resolve_url
 from search.train.device import worker_device
-from search.train.model import build_model, check_model
+from search.train.model import check_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     url = resolve_url(args.storage, spec.name, spec.storage)
     device, device_name = worker_device()
     data = load_data(spec, device)
-    check_model(spec, data)
-    group = normalization_group(spec, build_model(spec, data))
+    group = normalization_group(spec, check_model(spec, data))
     _check_estimator(args, group)
     storage = open_storage(url)
     sizes = spec.search_space.batch_sizes()

@@ -107,9 +107,10 @@ class _Attributes:
         })
 
 
-# A frontier trial that trains the smallest batch size's best configuration on a fraction of the
-# example budget (the data-efficiency curve, `search.study.frontier`); never ranked with the others.
-EFFICIENCY = "efficiency"
+# The roles of a frontier study's trials (`frontier_role`, `search.study.frontier`): its lr/momentum
+# search, the seed re-runs of each batch size's best, and the efficiency curve (the smallest batch
+# size's best on a fraction of the example budget), which is never ranked with the others.
+SEARCH, SEED, EFFICIENCY = "search", "seed", "efficiency"
 
 
 def ranked(trials: list[_Trial]) -> list[_Trial]:

@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import EFFICIENCY, TrialRecord, is_finite
+from search.record import EFFICIENCY, SEED, TrialRecord, is_finite
 from search.stats import t975
 
 # Doublings below B_crit / DOUBLING_CHEAP cost at most 1 / (DOUBLING_CHEAP + 1) more examples (20% at 4).
@@ -61,14 +62,9 @@ class Curve:
 
     def loss_at(self, examples: float) -> float | None:
         """L_small(E'), interpolated in log-examples; None outside the measured budgets."""
-        xs = [math.log(e) for e in self.examples]
-        x = math.log(examples) if examples > 0 else -math.inf
-        if not xs[0] - 1e-9 <= x <= xs[-1] + 1e-9:
+        if not self.examples[0] * (1 - 1e-9) <= examples <= self.examples[-1] * (1 + 1e-9):
             return None
-        for i in range(len(xs) - 1):
-            if x <= xs[i + 1]:
-                return self.losses[i] + (x - xs[i]) / (xs[i + 1] - xs[i]) * (self.losses[i + 1] - self.losses[i])
-        return self.losses[-1]
+        return float(np.interp(math.log(examples), np.log(self.examples), self.losses))
 
 
 def monotone(losses: Sequence[float]) -> tuple[float, ...]:
@@ -88,26 +84,26 @@ def _curve(points: Mapping[int, float]) -> Curve:
     return Curve(tuple(float(e) for e in examples), monotone([points[e] for e in examples]))
 
 
-def efficiency_curves(trials: list[FrozenTrial]) -> tuple[int, int, dict[int, Curve]] | None:
+def efficiency_curves(
+    trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[int, float]],
+) -> tuple[int, int, dict[int, Curve]] | None:
     """(smallest batch size, full budget, seed -> curve) from the efficiency runs and that batch size's seed re-runs."""
     by_seed: dict[int, dict[int, float]] = defaultdict(dict)
     small: int | None = None
+    budget: int | None = None
     for t in trials:
         record = TrialRecord.of(t)
+        if record.frontier_role == SEED and record.budget_examples:
+            budget = record.budget_examples  # every seed re-run trains the study's whole budget
         if t.state == TrialState.COMPLETE and record.frontier_role == EFFICIENCY and is_finite(t.value) and record.budget_examples:
             small = int(t.params["batch_size"])
             by_seed[record.frontier_index or 0][record.budget_examples] = t.value  # type: ignore[assignment]
-    if small is None:
+    if small is None or budget is None:
         return None
-    budget = 0
-    for t in trials:
-        record = TrialRecord.of(t)
-        if (t.state == TrialState.COMPLETE and record.frontier_role == "seed" and t.params.get("batch_size") == small
-                and is_finite(t.value) and record.budget_examples):
-            budget = record.budget_examples
-            by_seed[record.frontier_index or 0][budget] = t.value  # type: ignore[assignment]
+    for seed, loss in seed_runs.get(small, {}).items():
+        by_seed[seed][budget] = loss
     curves = {k: _curve(points) for k, points in by_seed.items() if len(points) >= 2 and budget in points}
-    return (small, budget, curves) if curves and budget else None
+    return (small, budget, curves) if curves else None
 
 
 def mean_curve(curves: Mapping[int, Curve]) -> Curve:
@@ -160,16 +156,6 @@ def fit_b_crit(points: list[Inverted], small: int) -> CriticalFit | None:
     return CriticalFit(1 / slope if slope > 0 else None, interval, len(pairs))
 
 
-def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Piecewise linear, constant beyond the ends."""
-    if x <= xs[0]:
-        return ys[0]
-    for i in range(len(xs) - 1):
-        if x <= xs[i + 1]:
-            return ys[i] + (x - xs[i]) / (xs[i + 1] - xs[i]) * (ys[i + 1] - ys[i]) if xs[i + 1] > xs[i] else ys[i + 1]
-    return ys[-1]
-
-
 def noise_by_progress(trajectory: Sequence[tuple[float, float]], batch_size: int) -> tuple[list[float], list[float]]:
     """The probe's (examples seen, B_simple) along its run at `batch_size`, as (progress m, B_noise) pairs.
 
@@ -181,7 +167,7 @@ def noise_by_progress(trajectory: Sequence[tuple[float, float]], batch_size: int
     for mark in examples:
         while e + 1e-9 < mark:
             dx = min(step, mark - e)
-            m += dx / (1 + batch_size / _interpolate(examples, noise, e + dx / 2))
+            m += dx / (1 + batch_size / np.interp(e + dx / 2, examples, noise))
             e += dx
         progress.append(m)
     return progress, noise
@@ -191,7 +177,7 @@ def progress_after(examples: float, batch_size: int, progress: Sequence[float], 
     """Small-batch examples' worth of progress after `examples` at `batch_size` (Euler on dm/dE)."""
     m, step = 0.0, examples / PROGRESS_STEPS
     for _ in range(PROGRESS_STEPS):
-        m += step / (1 + batch_size / _interpolate(progress, noise, m))
+        m += step / (1 + batch_size / np.interp(m, progress, noise))
     return m
 
 
@@ -208,7 +194,7 @@ def predicted_frontier(
         if target < small_progress[0] or small_progress[-1] <= small_progress[0]:
             predicted[size] = None
             continue
-        examples = _interpolate(small_progress, curve.examples, target)  # progress is nearly linear in examples
+        examples = float(np.interp(target, small_progress, curve.examples))  # progress is nearly linear in examples
         predicted[size] = curve.loss_at(examples)
     return predicted
 
@@ -244,18 +230,15 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
     """The measured B_crit (from the efficiency curve and the frontier) and the probe's B_simple, with the prediction."""
     reasons: list[str] = []
     trajectory = _trajectory(probe)
-    last = trajectory[-1] if trajectory else None
+    b_simple, b_simple_loss = (trajectory[-1]["b_simple"], trajectory[-1].get("b_simple_loss")) if trajectory else (None, None)
     if probe is None:
         reasons.append("b_simple: no noise-scale probe on this study (python -m search.probe --study NAME)")
-    elif last is None:
+    elif b_simple is None:
         reasons.append("b_simple: the probe's |G|^2 estimates were not positive (more --measurements)")
-    found = efficiency_curves(trials)
+    found = efficiency_curves(trials, seed_runs)
     if found is None:
         reasons.append("b_crit_empirical: no data-efficiency curve (a frontier study with efficiency_curve: true, run to its end)")
-        return CriticalBatch(
-            last["b_simple"] if last else None, last.get("b_simple_loss") if last else None, None, None, None, None, None,
-            b_simple_trajectory=trajectory, reasons=reasons,
-        )
+        return CriticalBatch(b_simple, b_simple_loss, None, None, None, None, None, b_simple_trajectory=trajectory, reasons=reasons)
     small, budget, curves = found
     points = invert(seed_runs, curves, small, budget)
     fit = fit_b_crit(points, small)
@@ -268,9 +251,8 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
     predicted = predicted_frontier(mean, small, budget, sizes, [(p["examples_seen"], p["b_simple"]) for p in trajectory],
                                    int(probe["batch_size"])) if trajectory and probe else {}
     b_crit = fit.b_crit if fit else None
-    b_simple = last["b_simple"] if last else None
     return CriticalBatch(
-        b_simple, last.get("b_simple_loss") if last else None, b_crit, fit.ci95 if fit and b_crit else None,
+        b_simple, b_simple_loss, b_crit, fit.ci95 if fit and b_crit else None,
         b_crit / b_simple if b_crit and b_simple else None, small, budget,
         curve=[{"examples": e, "val_loss": loss} for e, loss in zip(mean.examples, mean.losses)],
         points=[asdict(p) for p in points], outside_curve=sum(p.examples_ratio is None for p in points),

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial
 
 from search.analysis.scaling import FIT_WITHIN
 from search.analysis.trials import loss_bound
-from search.record import PROBE_PREFIX, TrialRecord, is_finite
+from search.record import PROBE_PREFIX, SEED, TrialRecord, is_finite
 from search.store.trials import is_completed
 
 # The sharpness-gap correlation is stated over at least this many diagnosed trials.
@@ -54,7 +54,7 @@ def compared_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials whose diagnostics are compared: a frontier's seed re-runs (each its batch size's best), else
     completed trials within `FIT_WITHIN` of the best loss (one that barely learned sits on a flat plateau)."""
     done = [t for t in trials if is_completed(t)]
-    seeds = [t for t in done if TrialRecord.of(t).frontier_role == "seed"]
+    seeds = [t for t in done if TrialRecord.of(t).frontier_role == SEED]
     if seeds or not done:
         return seeds
     bound = loss_bound(min(t.value for t in done), FIT_WITHIN)  # type: ignore[type-var]
@@ -94,7 +94,7 @@ def diagnostics_summary(trials: list[FrozenTrial]) -> list[str]:
     """How the comparable diagnostics move with batch size, and the sharpness-gap relation when an interval carries it."""
     compared = compared_trials(trials)
     lines = []
-    who = "seed re-runs" if any(TrialRecord.of(t).frontier_role == "seed" for t in compared) else f"completed trials within {FIT_WITHIN:.0%} of the best loss"
+    who = "seed re-runs" if any(TrialRecord.of(t).frontier_role == SEED for t in compared) else f"completed trials within {FIT_WITHIN:.0%} of the best loss"
     for value, what in DIAGNOSTICS:
         medians = median_by_size(diagnosed(compared, value))
         if len(medians) >= 2:

@@ -17,7 +17,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.analysis.scaling import SCALING_RULES, ScalingFit, fit_exponent
-from search.record import TrialRecord, is_finite
+from search.record import SEARCH, SEED, TrialRecord, is_finite
 from search.stats import Interval, mean_ci95, t975
 
 
@@ -52,7 +52,7 @@ def seed_losses(trials: list[FrozenTrial]) -> dict[int, dict[int, float]]:
     losses: dict[int, dict[int, float]] = defaultdict(dict)
     for t in trials:
         record = TrialRecord.of(t)
-        if t.state == TrialState.COMPLETE and record.frontier_role == "seed" and is_finite(t.value) and record.frontier_index is not None:
+        if t.state == TrialState.COMPLETE and record.frontier_role == SEED and is_finite(t.value) and record.frontier_index is not None:
             losses[int(t.params["batch_size"])][record.frontier_index] = t.value  # type: ignore[assignment]
     return dict(losses)
 
@@ -63,7 +63,7 @@ def frontier_rows(trials: list[FrozenTrial]) -> list[FrontierRow]:
     for size in sorted(seed_losses(trials)):
         runs = [
             t for t in trials
-            if t.state == TrialState.COMPLETE and _role(t) == "seed" and t.params.get("batch_size") == size and is_finite(t.value)
+            if t.state == TrialState.COMPLETE and _role(t) == SEED and t.params.get("batch_size") == size and is_finite(t.value)
         ]
         records = [TrialRecord.of(t) for t in runs]
         loss = mean_ci95([t.value for t in runs])  # type: ignore[misc]
@@ -72,7 +72,7 @@ def frontier_rows(trials: list[FrozenTrial]) -> list[FrontierRow]:
         speeds = [r.examples_per_second for r in records if is_finite(r.examples_per_second)]
         searched = [
             t for t in trials
-            if _role(t) == "search" and t.params.get("batch_size") == size and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            if _role(t) == SEARCH and t.params.get("batch_size") == size and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         ]
         rows.append(FrontierRow(
             batch_size=size,

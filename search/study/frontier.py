@@ -27,9 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config.spec import EFFICIENCY_FRACTIONS, StudySpec
-from search.record import EFFICIENCY, TrialRecord
+from search.record import EFFICIENCY, SEARCH, SEED, TrialRecord
 
-SEARCH, SEED = "search", "seed"
 # A slot whose trials failed this often is given up (e.g. out of memory at that batch size).
 MAX_ATTEMPTS = 2
 _HELD = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState.PRUNED)

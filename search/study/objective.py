@@ -21,11 +21,11 @@ from search.errors import TrialFailed
 from search.measure import time_budget
 from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.measure.sharpness import diagnose
-from search.record import TrialRecord, is_finite
+from search.record import SEED, TrialRecord, is_finite
 from search.store.artifacts import CheckpointKeeper
 from search.store.urls import RESULTS_DIR
 from search.study import space
-from search.study.frontier import SEED, efficiency_budget, paired_seed
+from search.study.frontier import efficiency_budget, paired_seed
 from search.study.reporting import ExamplesSeenReporter, ProgressListener
 from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter

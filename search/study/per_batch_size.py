@@ -18,6 +18,8 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.record import SEARCH
+
 
 def _delegate(name: str) -> Callable[..., Any]:
     def method(self: _OneBatchSizeStorage, *args: Any, **kwargs: Any) -> Any:
@@ -95,6 +97,6 @@ class WithinBatchSizePruner(optuna.pruners.BasePruner):
         self.base = base
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get("frontier_role") not in (None, "search"):
+        if trial.user_attrs.get("frontier_role") not in (None, SEARCH):
             return False  # a seed or efficiency re-run measures its configuration to the end
         return self.base.prune(one_batch_size(study, trial_batch_size(trial)), trial)

@@ -33,9 +33,10 @@ def training_step(spec: StudySpec, model: nn.Module, device: torch.device, autoc
     return TrainingStep(model, loss, device, autocast)
 
 
-def check_model(spec: StudySpec, data: TrialData) -> None:
+def check_model(spec: StudySpec, data: TrialData) -> torch.nn.Module:
     """Build the model and backpropagate the loss of two training examples, so a model that
-    cannot be built, or whose output does not fit the loss or the data, fails before the study exists."""
+    cannot be built, or whose output does not fit the loss or the data, fails before the study
+    exists; returns the model it built, for a caller that needs to look at one."""
     described = spec.model.describe()
     try:
         model = build_model(spec, data).to(data.device).train()
@@ -49,6 +50,7 @@ def check_model(spec: StudySpec, data: TrialData) -> None:
                 outputs = model.eval()(batch[0])
             if outputs.shape != (2, data.num_classes):
                 raise UserError(f"Model '{spec.model.name}' returns shape {tuple(outputs.shape)}, expected (batch, {data.num_classes}).")
+        return model
     except UserError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
