@@ -30,8 +30,8 @@ from search.measure import profile as profiles
 from search.measure import speed
 from search.measure.profile import fastest_micro_batch
 from search.study.reporting import ExamplesSeenReporter
-from search.train.fit import train
 from search.train.plan import TrainingPlan
+from search.train.run import train
 
 STUDIES = ("smoke", "cifar_bs")
 BATCH_SIZES = (512, 2048)

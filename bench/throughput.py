@@ -43,9 +43,9 @@ from search.study.pruners import build_pruner
 from search.study.reporting import ExamplesSeenReporter
 from search.study.space import build_sampler
 from search.train.curves import TrainingCurves
-from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.plan import TrainingPlan, lr_factor
+from search.train.run import train
 from search.train.step import TrainingStep
 
 STUDIES = ("cifar_bs", "smoke")
@@ -212,11 +212,15 @@ def logging_cost(problem: Problem, batch_size: int, steps: int, repeats: int) ->
 
 
 def plain_examples_per_second(problem: Problem, batch_size: int, steps: int) -> float:
-    """The loop a user would write by hand: same model, batches, augmentation, SGD and schedule."""
+    """The loop a user would write by hand: same model, batches, augmentation, SGD and schedule, and the trials' weight
+    decay on the weights only (biases and normalization parameters, one dimension or none, get none)."""
     spec, plan = problem.spec, problem.plan(batch_size, steps)
     model = problem.model(0).train()
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=plan.effective_lr, momentum=plan.momentum, nesterov=spec.optimizer.nesterov, weight_decay=spec.optimizer.weight_decay
+        [{"params": weights, "weight_decay": spec.optimizer.weight_decay}, {"params": others, "weight_decay": 0.0}],
+        lr=plan.effective_lr, momentum=plan.momentum, nesterov=spec.optimizer.nesterov,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, spec.schedule))
     batches = iter(problem.data.train_batches(batch_size, plan.seed))

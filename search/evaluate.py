@@ -37,6 +37,8 @@ from search.config.spec import StudySpec
 from search.data.slicing import batch_length
 from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
+from search.measure.profile import SpeedProfile, fastest_micro_batch
+from search.measure.profile import stored as stored_profile
 from search.record import EvaluationRecord, TrialRecord
 from search.render.text import number_text
 from search.store.storage import stored_spec
@@ -53,9 +55,9 @@ from search.train.accumulation import (
 from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves, check_logger, hyperparameters
 from search.train.device import worker_device
-from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.plan import make_plan, warmup_steps
+from search.train.run import run_training
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -92,8 +94,11 @@ def evaluation_study(storage: optuna.storages.BaseStorage, source: optuna.Study,
     return study
 
 
-def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec, data: TrialData, device_name: str) -> FrozenTrial:
-    """Retrain `source`'s configuration with `seed` and measure it on the test split, as one trial of `study`."""
+def run_one(
+    study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec, data: TrialData, device_name: str, profile: SpeedProfile | None = None,
+) -> FrozenTrial:
+    """Retrain `source`'s configuration with `seed` and measure it on the test split, as one trial of `study`: the same run a
+    trial is (`run_training`), out of memory marked on the evaluation trial. `profile`: this device's speed profile."""
     # The fixed sampler makes the trial's parameters those of the source trial, and space.sample
     # then derives the effective learning rate exactly as the search did.
     with warnings.catch_warnings():  # "experimental" since Optuna 2.4: nothing for our users to act on
@@ -104,20 +109,19 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
         started = time.perf_counter()
         hp = space.sample(trial, spec)
         splitter = BatchSplitter.for_study(spec, data, device_name)
-        plan = make_plan(spec, hp, seed, splitter.micro_batch_size(hp.batch_size))
+        # The micro-batch a trial on this device trains with: the fastest of the study's speed profile, when it has one.
+        fastest = fastest_micro_batch(profile, hp.batch_size) if profile else None
+        plan = make_plan(spec, hp, seed, splitter.micro_batch_size(hp.batch_size, fastest))
         steps = plan.steps
         # Validation (here: the test split) only once, after the last step.
         plan = replace(plan, report_every_examples=plan.examples_after(steps))
-        # Seeding before the model is built makes `seed` fix the initial weights too.
-        torch.manual_seed(seed)
-        step = training_step(spec, splitter.prepare(build_model(spec, data)), data.device)
         # Its curves beside the search's runs: results/<study>/logs/<study>/evaluation_<n>_trial_<source>_seed_<seed>.
         curves = TrainingCurves.create(
             spec.logging, spec.name, f"evaluation_{trial.number}_trial_{source.number}_seed_{seed}", RESULTS_DIR / spec.name,
             hyperparameters(hp, spec.optimizer.name, source_trial=source.number, seed=seed, steps=steps),
         )
-        recalibration = Recalibration(data, spec.batch_norm)
-        log, steps_done, train_seconds = train(step, data, plan, spec.optimizer, spec.schedule, [ExamplesSeenReporter(trial)], curves, recalibration)
+        run = run_training(spec, data, plan, [ExamplesSeenReporter(trial)], curves, Recalibration(data, spec.batch_norm), splitter.prepare)
+        log, steps_done, train_seconds = run.log, run.steps_done, run.train_seconds
         examples_seen = plan.examples_after(steps_done)
         record = EvaluationRecord(
             source_trial=source.number, seed=seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
@@ -129,7 +133,10 @@ def run_one(study: optuna.Study, source: FrozenTrial, seed: int, spec: StudySpec
             final = log.checkpoints[-1]
             record = replace(record, test_loss=final.val_loss, test_acc=final.val_acc, train_loss=final.train_loss)
         else:
-            record = replace(record, reason=log.stop_reason or "no measurement")
+            reason = "out_of_memory" if run.out_of_memory else log.stop_reason or "no measurement"
+            record = replace(record, reason=reason)
+            if run.out_of_memory:
+                print(f"out of memory at batch size {hp.batch_size:,}: {run.out_of_memory}", file=sys.stderr, flush=True)
         record.store(trial)
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
@@ -251,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     device, device_name = worker_device()
     data = load_data(spec, device).for_final_evaluation()
     study = evaluation_study(storage, source, spec)
+    profile = stored_profile(source, device_name)
     done = {
         (record.source_trial, record.seed)
         for record in map(EvaluationRecord.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -267,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             if (source_trial.number, seed) in done:
                 continue
-            run = run_one(study, source_trial, seed, spec, data, device_name)
+            run = run_one(study, source_trial, seed, spec, data, device_name, profile)
             failed += run.state != TrialState.COMPLETE
             print(_run_line(run), flush=True)
     results = evaluation_results(chosen, study.get_trials(deepcopy=False))

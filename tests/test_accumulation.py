@@ -21,9 +21,9 @@ from search.train.accumulation import (
     _estimated_bytes,
     use_ghost_batch_norm,
 )
-from search.train.fit import train
 from search.train.model import training_step
 from search.train.plan import TrainingPlan
+from search.train.run import train
 from tests.conftest import SMALL_STUDY, merge
 
 

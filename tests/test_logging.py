@@ -20,9 +20,9 @@ from search.config.spec import LoggingSpec
 from search.data.source import load_data
 from search.study.reporting import ExamplesSeenReporter
 from search.train.curves import TrainingCurves
-from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.plan import TrainingPlan
+from search.train.run import train
 from tests.conftest import REPO, create_study, run_cli
 
 EVERY = 3  # optimizer steps between training points: 32 and 16 steps leave a tail, logged at the end

@@ -20,11 +20,11 @@ from search.models import build_model
 from search.study.reporting import ExamplesSeenReporter
 from search.train.accumulation import use_ghost_batch_norm
 from search.train.batch_norm import Recalibration, recalibrate, running_norms
-from search.train.fit import train
 from search.train.loss import build_loss
 from search.train.model import training_step
 from search.train.optim import build_optimizer
 from search.train.plan import TrainingPlan, lr_factor, warmup_steps
+from search.train.run import train
 from search.train.step import TrainingStep
 from tests.conftest import SMALL_STUDY, merge, run_cli
 

@@ -33,10 +33,10 @@ from search.data.user import DataModuleData, DatasetData, load_user_data
 from search.store.trials import EVALUATION_SUFFIX
 from search.study import space
 from search.study.reporting import ExamplesSeenReporter
-from search.train.fit import train
 from search.train.model import build_model, training_step
 from search.train.module import TrialModule
 from search.train.plan import make_plan
+from search.train.run import train
 from tests.conftest import REPO, create_study, run_cli
 
 EXAMPLES = REPO / "examples"

@@ -26,7 +26,10 @@ class _Spec(BaseModel):
 class DatasetSpec(_Spec):
     """Where the images come from and how much of the training split is held out."""
 
+    # cifar10: CIFAR-10 (downloaded when there is no path); image_folder: your images, one folder per class;
+    # synthetic: generated.
     name: Literal["cifar10", "image_folder", "synthetic"]
+    # Where the data is: a file, a folder, or a .tar/.tar.gz of one (docs/usage.md, "Data"); --data overrides it.
     path: str | None = None
     # A count of images, or a fraction of the training split when below 1.
     val_size: Annotated[float, Field(gt=0)] = 5000
@@ -36,7 +39,9 @@ class DatasetSpec(_Spec):
     image_size: Annotated[int, Field(ge=8, le=4096)] | None = None
     # Only for `synthetic`: a generated, learnable data set for smoke runs and tests.
     num_classes: Annotated[int, Field(ge=2, le=10_000)] = 10
+    # Only for `synthetic`: the generated training images (the validation split comes out of them).
     train_examples: Annotated[int, Field(ge=20, le=1_000_000)] = 2000
+    # Only for `synthetic`: the generated test images.
     test_examples: Annotated[int, Field(ge=10, le=1_000_000)] = 500
 
     @model_validator(mode="after")
@@ -53,7 +58,9 @@ ClassPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A
 class CodeSpec(_Spec):
     """The user's own code by import path (LightningCLI's convention), called with `init_args`."""
 
+    # module.Name, imported from the working directory, the study file's folder or an installed package.
     class_path: ClassPath
+    # Keyword arguments it is called with.
     init_args: dict[str, Any] = {}
 
 
@@ -61,9 +68,13 @@ class ModelSpec(_Spec):
     """A built-in image classifier by `name` (with `args`), or the user's own `class_path`
     (a torch.nn.Module, or a LightningModule whose training_step returns the loss)."""
 
+    # A built-in model: airbench, resnet or tiny_cnn.
     name: str | None = None
+    # Keyword arguments of the built-in model: resnet takes depth and width, tiny_cnn width.
     args: dict[str, Any] = {}
+    # Your own model instead, by import path (module.Name).
     class_path: ClassPath | None = None
+    # Keyword arguments your class_path model is called with.
     init_args: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -83,7 +94,9 @@ class ModelSpec(_Spec):
 class BatchSizeRange(_Spec):
     """Powers of two from `min` to `max`, both included."""
 
+    # The smallest batch size, a power of two.
     min: Annotated[int, Field(ge=1)]
+    # The largest batch size, a power of two.
     max: Annotated[int, Field(ge=1)]
 
     @model_validator(mode="after")
@@ -100,8 +113,11 @@ class BatchSizeRange(_Spec):
 
 
 class FloatRange(_Spec):
+    # The lowest value sampled.
     low: float
+    # The highest value sampled.
     high: float
+    # Sample on a log scale (needs low > 0).
     log: bool = False
 
     @model_validator(mode="after")
@@ -118,12 +134,16 @@ class MomentumRange(FloatRange):
     keeps `momentum` too): momentum averages over about 1 / (1 - momentum) steps, so 0.9 to 0.99
     changes as much as 0.5 to 0.95, and a uniform draw would rarely try momentum near 1."""
 
+    # true: momentum on a log scale; one_minus: 1 - momentum on a log scale.
     log: bool | Literal["one_minus"] = False
 
 
 class SearchSpaceSpec(_Spec):
+    # The batch sizes sampled: a range of powers of two, or a list of any sizes.
     batch_size: BatchSizeRange | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    # The learning rate sampled (before lr_parameterization).
     lr: FloatRange
+    # The momentum sampled (AdamW's beta1), in [0, 1).
     momentum: MomentumRange
     # decay_lr: constant batch size, decaying learning rate; grow_batch: the sampled batch size
     # grows by the same factors at a fixed learning rate (see ScheduleSpec). Sampled when both are listed.
@@ -155,8 +175,11 @@ class LRParameterizationSpec(_Spec):
     the optimum of `lr` in place when batch size or momentum move, which helps the sampler.
     """
 
+    # How the learning rate scales with batch_size / reference_batch_size.
     scaling: Literal["none", "linear", "sqrt"] = "none"
+    # The batch size at which the sampled lr is the effective one.
     reference_batch_size: Annotated[int, Field(ge=1)] = 256
+    # Multiply the learning rate by (1 - momentum).
     momentum_decoupled: bool = False
 
     def effective_lr(self, lr: float, batch_size: int, momentum: float) -> float:
@@ -178,13 +201,17 @@ class LRParameterizationSpec(_Spec):
 class OptimizerSpec(_Spec):
     """SGD (the sampled momentum, Nesterov optional) or AdamW (the sampled momentum is beta1)."""
 
+    # The optimizer.
     name: Literal["sgd", "adamw"] = "sgd"
+    # L2 penalty for SGD, decoupled weight decay for AdamW.
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    # SGD only: Nesterov momentum.
     nesterov: bool = True
     # For cross_entropy only.
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # AdamW only: beta1 is the sampled momentum.
     beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    # AdamW only: added to the denominator.
     eps: Annotated[float, Field(gt=0)] = 1e-8
     # Weight decay on normalization scales/shifts and biases (the parameters with one dimension or none)
     # changes their effective learning rate differently per batch size; off by default (He et al. 2019).
@@ -199,11 +226,15 @@ class ScheduleSpec(_Spec):
     growth_factor^k, k = 1..max_growths (Smith et al. 2017, arXiv 1711.00489).
     """
 
+    # The share of a trial's steps with a linearly rising learning rate.
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
     # A floor in steps: a fraction of few steps is no warm-up. Capped at a quarter of the trial's steps.
     warmup_min_steps: Annotated[int, Field(ge=0)] = 10
+    # The learning rate's decay after warm-up, to zero at the trial's last step (constant: none).
     decay: Literal["linear", "cosine", "constant"] = "linear"
+    # grow_batch: the factor the batch size grows by at each growth.
     growth_factor: Annotated[int, Field(ge=2)] = 2
+    # grow_batch: at most this many growths.
     max_growths: Annotated[int, Field(ge=1)] = 3
 
 
@@ -219,7 +250,9 @@ class AccumulationSpec(_Spec):
     norm (Hoffer et al. 2017) over consecutive groups of N examples, whatever the micro-batch.
     """
 
+    # The memory the largest micro-batch must fit in, in MB; null: the device's.
     memory_cap_mb: Annotated[float, Field(gt=0)] | None = None
+    # The examples each batch-norm statistic is over: the whole batch, or groups of N (ghost batch norm).
     normalization_batch: Literal["full"] | Annotated[int, Field(ge=2)] = "full"
 
 
@@ -228,7 +261,9 @@ class BatchNormSpec(_Spec):
     same `recalibrate_examples` images for every trial, in chunks of `recalibrate_batch`), so that
     evaluation does not depend on the batch size through the running averages; 0 turns it off."""
 
+    # Training images the statistics are recomputed over before each validation; 0: off.
     recalibrate_examples: Annotated[int, Field(ge=0, le=1_000_000)] = 2048
+    # Images per forward pass of the recalibration.
     recalibrate_batch: Annotated[int, Field(ge=2, le=65_536)] = 256
 
 
@@ -240,7 +275,9 @@ class FrontierSpec(_Spec):
     """`strategy: frontier`: a learning-rate/momentum search within each listed batch size, then
     each batch size's best configuration re-run with `seeds` seeds paired across batch sizes."""
 
+    # Learning-rate/momentum trials within each batch size.
     trials_per_batch_size: Annotated[int, Field(ge=2, le=10_000)] = 8
+    # Seeds each batch size's best configuration is re-run with.
     seeds: Annotated[int, Field(ge=2, le=1_000)] = 3
     # The data-efficiency curve that measures the critical batch size: the smallest batch size's
     # best configuration also trained on 1/8, 1/4 and 1/2 of the budget, with the same seeds.
@@ -250,18 +287,22 @@ class FrontierSpec(_Spec):
 class SamplerSpec(_Spec):
     # gp, cmaes and qmc need packages beyond Optuna (search.study.space.build_sampler says which).
     name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    # The sampler's seed; --seed overrides it.
     seed: Seed = 0
+    # tpe, gp and cmaes: random trials before the model takes over.
     n_startup_trials: Annotated[int, Field(ge=0)] = 10
 
 
 class PrunerSpec(_Spec):
     """Pruning on validation loss; every step-valued argument is in examples seen."""
 
+    # The Optuna pruner; none: every trial runs to the end.
     name: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "hyperband"
     # Validate (and report) every this many examples; None picks about eight reports per trial.
     report_every_examples: Annotated[int, Field(ge=1)] | None = None
     # With budget_seconds: validate every this many seconds of predicted training time; None: about eight per trial.
     report_every_seconds: Annotated[float, Field(gt=0)] | None = None
+    # Keyword arguments of the pruner, step-valued ones in examples (n_warmup_examples, min_resource_examples).
     args: dict[str, Any] = {}
 
 
@@ -278,12 +319,19 @@ class DiagnosticsSpec(_Spec):
     `max_fraction` of its training time.
     """
 
+    # Measure sharpness and the generalization gap.
     enabled: bool = True
+    # Training images the sharpness is measured over.
     examples: Annotated[int, Field(ge=1)] = 1024
+    # Lanczos stops when the eigenvalue's relative change and residual are below this.
     tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    # At most this many Hessian-vector products.
     max_iterations: Annotated[int, Field(ge=1, le=1000)] = 50
+    # Training images of the generalization gap's training loss (at least `examples`).
     loss_examples: Annotated[int, Field(ge=1)] = 2048
+    # Skip sharpness when it would cost more than this fraction of the trial's training time.
     max_fraction: Annotated[float, Field(gt=0)] = 0.5
+    # Seeds the fixed training subset and the Lanczos start vector.
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -307,8 +355,11 @@ class LoggingSpec(_Spec):
     checkpoint. `dir`: where the logs go (default results/<study>/logs; for mlflow the tracking URI).
     """
 
+    # The Lightning logger; none: no logs.
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = "csv"
+    # Log training metrics every this many optimizer steps.
     every_n_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    # Where the logs go (mlflow: the tracking URI); null: results/<study>/logs.
     dir: Annotated[str, Field(max_length=4096)] | None = None
 
 
@@ -316,19 +367,25 @@ class CheckpointSpec(_Spec):
     """The final weights of the best `k` completed trials, kept in an artifact store that every
     worker can reach (default: a folder under results/<study>/); `none` keeps nothing."""
 
+    # Keep the best k trials' final weights, or none.
     keep: Literal["none", "best_k"] = "best_k"
+    # How many completed trials' weights are kept.
     k: Annotated[int, Field(ge=1, le=1000)] = 3
+    # The artifact store, a folder every worker can reach; null: a folder under results/<study>/.
     dir: Annotated[str, Field(max_length=4096)] | None = None
 
 
 class StudySpec(_Spec):
     # It names files (results/<name>.sqlite3, report folders) and database rows: short and plain.
     name: Annotated[str, Field(pattern=STUDY_NAME, max_length=MAX_STUDY_NAME)]
+    # Free text, for people.
     description: str = ""
     # The images of a built-in source, or the user's own `data` (a LightningDataModule, or a
     # callable returning {"train": Dataset, "val": Dataset[, "test": Dataset]}): exactly one.
     dataset: DatasetSpec | None = None
+    # Your own data by class_path, instead of `dataset`.
     data: CodeSpec | None = None
+    # The network trained: a built-in by `name`, or your own by `class_path`.
     model: ModelSpec
     # For nn.Module models: a built-in loss name or the user's own class_path (called with
     # (outputs, targets), returning the mean loss). A LightningModule computes its own loss.
@@ -336,6 +393,7 @@ class StudySpec(_Spec):
     # The study file's folder: class paths resolve from it (and from the working directory).
     # Where the code is, not what it computes: not part of what makes trials comparable.
     code_dir: str | None = None
+    # Training examples per trial, the same for every batch size.
     budget_examples: Annotated[int, Field(ge=1, le=10**12)]
     # A fixed training time per trial instead: set, it replaces budget_examples (see search.speed).
     budget_seconds: Annotated[float, Field(gt=0, le=10**7)] | None = None
@@ -357,8 +415,11 @@ class StudySpec(_Spec):
     # What trials leave behind besides their numbers: not part of what makes trials comparable.
     logging: LoggingSpec = LoggingSpec()
     checkpoints: CheckpointSpec = CheckpointSpec()
+    # Finished trials (complete and pruned) to reach, study-wide; a frontier study derives it when left out.
     n_trials: Annotated[int, Field(ge=1, le=1_000_000)] | None = 50
+    # No new trial starts after this many seconds.
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    # The database URL; --storage and $SEARCH_STORAGE override it; null: results/<name>.sqlite3.
     storage: str | None = None
     # Workers beat this often; a trial whose worker is silent for 3 beats is failed and retried.
     heartbeat_seconds: Annotated[int, Field(ge=1, le=3600)] = 30

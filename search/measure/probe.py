@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
+import lightning.pytorch as pl
 import torch
 
 from search.config.spec import StudySpec
+from search.data.slicing import Batch
 from search.data.source import TrialData
+from search.errors import UserError
 from search.measure import noise_scale
 from search.train.accumulation import ghost_groups, has_batch_norm, use_ghost_batch_norm
-from search.train.model import build_model, training_step
 from search.train.module import TrialModule
 from search.train.plan import TrainingPlan
+from search.train.run import run_training
 
 
 @dataclass(frozen=True)
@@ -68,20 +70,53 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+class _Measurements(pl.Callback):
+    """B_simple at initialization and after each of `boundaries` optimizer steps of the probe's run."""
+
+    def __init__(
+        self, args: argparse.Namespace, boundaries: list[int], group: int | None, batch_size: int, measure_batches: Iterator[Batch], started: float
+    ) -> None:
+        self.args, self.boundaries, self.group, self.batch_size, self.started = args, boundaries, group, batch_size, started
+        self.measure_batches = measure_batches
+        self.points: list[dict[str, Any]] = []
+        self._last_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, TrialModule)
+        pl_module.start_curve_loss()
+        self._measure_due(0, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+        assert isinstance(pl_module, TrialModule)
+        self._measure_due(trainer.global_step, pl_module)
+
+    def _measure_due(self, step: int, module: TrialModule) -> None:
+        while len(self.points) < len(self.boundaries) and self.boundaries[len(self.points)] <= step:
+            taken = step - self._last_step
+            train_loss = float(module.take_curve_loss()) / (taken * self.batch_size) if taken else None
+            self._last_step = step
+            point_started = time.perf_counter()
+            with ghost_groups(module.step.model, self.group or sys.maxsize):
+                estimate = noise_scale.estimate(module.step, self.measure_batches, self.args.small_batch, self.args.measurements)
+            self.points.append({
+                "steps": step, "examples_seen": step * self.batch_size, "train_loss": train_loss,
+                "b_simple_loss": estimate.loss, "gradient_sq": estimate.gradient_sq, "trace": estimate.trace,
+                "b_simple": _finite(estimate.b_simple), "stderr": _finite(estimate.stderr),
+            })
+            done = time.perf_counter() - self.started
+            eta = done / len(self.points) * (len(self.boundaries) - len(self.points))
+            print(_point_line(self.points[-1], time.perf_counter() - point_started) + f"  [{len(self.points)}/{len(self.boundaries)}, ETA {eta:.0f} s]", flush=True)
+
+
 def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: ProbeRun, group: int | None) -> dict[str, Any]:
-    """Train the study's model with `run`, estimating the noise scale at init and `args.points` times along the way."""
+    """Train the study's model with `run`, estimating the noise scale at init and `args.points` times along the way.
+
+    The run is a trial's run (`run_training`: the same model build, optimizer step and schedule); the
+    measurements are a callback between its steps, on big batches drawn from their own seeded stream."""
     started = time.perf_counter()
     batch_size = run.batch_size
     steps = args.train_examples // batch_size
     plan = TrainingPlan(batch_size, steps, run.effective_lr, run.momentum, report_every_examples=steps * batch_size, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = build_model(spec, data).to(data.device, memory_format=data.memory_format)
-    if group is not None:  # train with the study's grouping, measure with `group`
-        configured = spec.accumulation.normalization_batch
-        model = use_ghost_batch_norm(model, configured if isinstance(configured, int) else sys.maxsize)
-    # The study's training step, optimizer and learning-rate schedule, exactly as a trial has them.
-    training = training_step(spec, model, data.device)
-    (optimizer,), (scheduler,) = TrialModule(training, plan, spec.optimizer, spec.schedule).configure_optimizers()
     normalization = (
         f"batch norm over ghost groups of {group} examples (the smallest batch size trials train with; each group is one "
         "independent unit of the estimator)" if group is not None else "no batch norm: per-example gradients averaged in chunks"
@@ -92,32 +127,23 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: P
         f"{args.small_batch} and {args.big_batch} examples, {args.measurements} big batches per point; {normalization}",
         flush=True,
     )
-    model.train()
-    measure_batches = iter(data.train_batches(args.big_batch, args.seed + 1))
-    train_batches = iter(data.train_batches(batch_size, args.seed))
     boundaries = [round(steps * k / args.points) for k in range(args.points + 1)]
-    points: list[dict[str, Any]] = []
-    step, losses = 0, []
-    for boundary in boundaries:
-        while step < boundary:
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = training.accumulate(next(train_batches), None, batch_size)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss_sum) / batch_size)
-            step += 1
-        point_started = time.perf_counter()
-        with ghost_groups(model, group or sys.maxsize):
-            estimate = noise_scale.estimate(training, measure_batches, args.small_batch, args.measurements)
-        points.append({
-            "steps": step, "examples_seen": step * batch_size, "train_loss": statistics.fmean(losses) if losses else None,
-            "b_simple_loss": estimate.loss, "gradient_sq": estimate.gradient_sq, "trace": estimate.trace,
-            "b_simple": _finite(estimate.b_simple), "stderr": _finite(estimate.stderr),
-        })
-        losses = []
-        done = time.perf_counter() - started
-        eta = done / (len(points)) * (len(boundaries) - len(points))
-        print(_point_line(points[-1], time.perf_counter() - point_started) + f"  [{len(points)}/{len(boundaries)}, ETA {eta:.0f} s]", flush=True)
+    measurements = _Measurements(args, boundaries, group, batch_size, iter(data.train_batches(args.big_batch, args.seed + 1)), started)
+
+    def prepare(model: torch.nn.Module) -> torch.nn.Module:
+        # Train with the study's grouping (the whole batch: one group as large as any batch); measure with `group`.
+        if group is None:
+            return model
+        configured = spec.accumulation.normalization_batch
+        return use_ghost_batch_norm(model, configured if isinstance(configured, int) else sys.maxsize)
+
+    result = run_training(spec, data, plan, [measurements], prepare=prepare)
+    if result.out_of_memory is not None:
+        raise UserError(
+            f"The probe ran out of memory at batch size {batch_size:,} (big batches of {args.big_batch:,}): {result.out_of_memory}. "
+            "Run it again with a smaller --big-batch."
+        )
+    points = measurements.points
     sizes = spec.search_space.batch_sizes()
     last = points[-1]
     critical = last["b_simple"]

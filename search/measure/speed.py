@@ -20,7 +20,8 @@ from search.data.source import TrialData
 from search.errors import UserError
 from search.measure.profile import NOISY_RATIO, REPEATS, SizeSpeed, SpeedProfile
 from search.train.model import build_model, training_step
-from search.train.optim import build_optimizer
+from search.train.optim import OptimizerStep
+from search.train.plan import TrainingPlan
 
 SMALLEST_SIZE = 8
 # Timed seconds per batch size (all repeats together), and the warm-up before them: enough
@@ -64,21 +65,22 @@ def _free_memory_bytes() -> int:
 
 
 class _StepRunner:
-    """One optimizer step on the real path: augmented batches from the device data, the model, SGD."""
+    """One optimizer step on the real path: augmented batches from the device data, the model as the study
+    trains it, and the trials' own `OptimizerStep` (optimizer, schedule). The learning rate does not change a
+    step's time; a small one keeps the weights finite however long the profile runs."""
 
     def __init__(self, spec: StudySpec, data: TrialData, batch_size: int) -> None:
         torch.manual_seed(0)
         self.model = build_model(spec, data).to(data.device, memory_format=data.memory_format).train()
         self.training = training_step(spec, self.model, data.device)
-        self.optimizer = build_optimizer(self.model.parameters(), spec.optimizer, lr=1e-4, momentum=0.9)
+        plan = TrainingPlan(batch_size, steps=1_000_000, effective_lr=1e-4, momentum=0.9, report_every_examples=batch_size, seed=0)
+        self.update = OptimizerStep(self.training, plan, spec.optimizer, spec.schedule)
         self.batches = iter(data.train_batches(batch_size, seed=0))
         self.batch_size = batch_size
         self.device = data.device
 
     def step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.training.accumulate(next(self.batches), None, self.batch_size)
-        self.optimizer.step()
+        self.update.add(next(self.batches))
 
     def sync(self) -> None:
         if self.device.type == "cuda":

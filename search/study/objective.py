@@ -1,7 +1,6 @@
 """One trial: sample hyperparameters, train under the fixed example budget, store the results."""
 from __future__ import annotations
 
-import gc
 import os
 import socket
 import statistics
@@ -31,17 +30,9 @@ from search.study.shutdown import STOP
 from search.train.accumulation import BatchSplitter
 from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves, hyperparameters
-from search.train.fit import train
-from search.train.model import build_model, training_step
 from search.train.plan import TrainingPlan, make_plan, warmup_steps
+from search.train.run import run_training
 from search.train.step import TrainingStep
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 class Objective:
@@ -102,28 +93,18 @@ class Objective:
             "seed": plan.seed,
             "optimizer": spec.optimizer.name,
         }
-        torch.manual_seed(plan.seed)  # the stored seed fixes the initial weights, too
-        model = self.splitter.prepare(build_model(spec, self.data))
         reporter = ExamplesSeenReporter(trial, self.progress, spec.report_every_ms() if spec.budget_seconds is not None else None)
-        step = training_step(spec, model, self.data.device)
         # The trial's run in the user's logger: results/<study>/logs/<study>/trial_<number> by default.
         curves = TrainingCurves.create(
             spec.logging, spec.name, f"trial_{trial.number}", RESULTS_DIR / spec.name,
             hyperparameters(hp, spec.optimizer.name, trial=trial.number, steps=plan.steps, seed=plan.seed),
         )
-        try:
-            log, steps_done, train_seconds = train(
-                step, self.data, plan, spec.optimizer, spec.schedule, [reporter, *self.callbacks], curves, self.recalibration
-            )
-        except Exception as error:
-            if not _is_out_of_memory(error):
-                raise
-            del model, step
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        run = run_training(spec, self.data, plan, [reporter, *self.callbacks], curves, self.recalibration, self.splitter.prepare)
+        if run.out_of_memory is not None:
             self._store(trial, {**attrs, "reason": "out_of_memory", "wall_seconds": time.perf_counter() - started})
-            raise TrialFailed("out_of_memory", str(error).split("\n")[0]) from None
+            raise TrialFailed("out_of_memory", run.out_of_memory)
+        assert run.step is not None
+        log, steps_done, train_seconds, step = run.log, run.steps_done, run.train_seconds, run.step
         examples_seen = plan.examples_after(steps_done)
         pure_training = max(train_seconds - log.validation_seconds, 1e-9)
         attrs.update(

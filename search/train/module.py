@@ -3,9 +3,7 @@
 Validation falls every `report_every_examples` examples (a multiple of every batch size),
 so all trials are measured at the same examples-seen checkpoints, plus once at the end.
 
-Each optimizer step sums the gradients of micro-batches (when the plan has one) and, under the
-`grow_batch` schedule, of several consecutive loader batches: every step applies the exact
-mean gradient over its whole batch, whatever pieces it was computed in.
+The optimizer step is `OptimizerStep` (search.train.optim), shared with every other run.
 """
 from __future__ import annotations
 
@@ -22,8 +20,8 @@ from search.data.slicing import Batch, batch_length
 from search.errors import UserError
 from search.record import Checkpoint
 from search.train.batch_norm import Recalibration
-from search.train.optim import build_optimizer
-from search.train.plan import TrainingPlan, lr_factor
+from search.train.optim import OptimizerStep
+from search.train.plan import TrainingPlan
 from search.train.step import TrainingStep
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -62,16 +60,12 @@ class TrialModule(pl.LightningModule):
         self.model = step.model
         self.step = step
         self.plan = plan
-        self.optimizer_spec = optimizer
-        self.schedule = schedule
+        self.update = OptimizerStep(step, plan, optimizer, schedule)
         self.recalibration = recalibration  # batch-norm statistics recomputed before each validation; None: as trained
         self.log_book = TrainingLog()
         self.automatic_optimization = False
         self._train_loss_sum = torch.zeros(())  # summed over examples
         self._train_examples = 0
-        self._examples_drawn = 0
-        self._step_size = plan.batch_size
-        self._accumulated = 0  # examples whose gradients await the next optimizer step
         self._val_sums = torch.zeros(3)  # loss sum, correct, count
         # The training curves' loss since their last point, with nothing added per step: `_train_loss_sum` where they
         # took it last (None: no curves), and what it had gained by then if a checkpoint has reset it since.
@@ -87,21 +81,10 @@ class TrialModule(pl.LightningModule):
             self.model._current_fx_name = hook  # type: ignore[assignment]
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        if self._accumulated == 0:
-            self._step_size = self.plan.batch_size * self.plan.multiplier_at(self._examples_drawn)
-            optimizer.zero_grad(set_to_none=True)
         self._as_model("training_step")
-        loss_sum = self.step.accumulate(batch, self.plan.micro_batch_size, self._step_size, self.manual_backward, batch_idx)
-        examples = batch_length(batch)
+        loss_sum = self.update.add(batch, batch_idx, self.manual_backward, self.optimizers())
         self._train_loss_sum = self._train_loss_sum.to(loss_sum.device) + loss_sum  # out of place: see _curve_gain
-        self._train_examples += examples
-        self._examples_drawn += examples
-        self._accumulated += examples
-        if self._accumulated == self._step_size:
-            optimizer.step()
-            self.lr_schedulers().step()  # type: ignore[union-attr]
-            self._accumulated = 0
+        self._train_examples += batch_length(batch)
 
     def on_validation_epoch_start(self) -> None:
         if self.recalibration is not None:
@@ -159,9 +142,4 @@ class TrialModule(pl.LightningModule):
         return train_loss, float(sums[0] / sums[2]), accuracy
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        optimizer = build_optimizer(self.model.parameters(), self.optimizer_spec, self.plan.effective_lr, self.plan.momentum)
-        # A growing batch replaces the decay: warm-up over the same examples, then a fixed rate.
-        schedule = self.schedule.model_copy(update={"decay": "constant"}) if self.plan.growth else self.schedule
-        steps = self.plan.schedule_steps()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, schedule))
-        return [optimizer], [scheduler]
+        return [self.update.optimizer], [self.update.scheduler]

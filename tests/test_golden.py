@@ -1,0 +1,33 @@
+"""The same seeds give the same stored losses as before the code moved: `tests/golden/smoke.json` holds what the
+smoke study stored for three fixed configurations (validation loss at every checkpoint, final value, training loss),
+written by the code before the trial runner was unified. A refactor that changes what a trial trains fails here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search import Study
+
+GOLDEN = Path(__file__).parent / "golden" / "smoke.json"
+
+
+def test_smoke_losses_are_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = json.loads(GOLDEN.read_text())
+    url = f"sqlite:///{tmp_path}/golden.sqlite3"
+    monkeypatch.chdir(tmp_path)
+    study = Study.from_file("smoke", storage=url, overrides={"n_trials": len(expected), "pruner.name": "none", "pruner.args": {}})
+    stored = optuna.create_study(study_name=study.spec.name, storage=url, direction="minimize")
+    for trial in expected:
+        stored.enqueue_trial(trial["params"])
+    assert study.run(speed_profile=False, quiet=True) == 0
+    trials = optuna.load_study(study_name=study.spec.name, storage=url).trials
+    assert [t.params for t in trials] == [e["params"] for e in expected]
+    for trial, want in zip(trials, expected):
+        # Same operations in the same order: equal up to the last bits a different CPU may round differently.
+        assert trial.value == pytest.approx(want["value"], rel=1e-5)
+        assert {str(k): v for k, v in trial.intermediate_values.items()} == pytest.approx(want["intermediate"], rel=1e-5)
+        assert trial.user_attrs["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
+        assert (trial.user_attrs["effective_lr"], trial.user_attrs["steps"]) == (want["effective_lr"], want["steps"])
