@@ -15,6 +15,7 @@ RUN pip install --index-url "${TORCH_INDEX}" torch
 COPY pyproject.toml README.md* ./
 COPY search ./search
 COPY studies ./studies
+COPY models ./models
 RUN pip install .
 
 # Not root: the worker only needs its data cache and the database.

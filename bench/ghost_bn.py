@@ -22,6 +22,7 @@ from bench.report import Table, write_result
 from bench.throughput import load_problem
 from search.measure import speed
 from search.measure.profile import fastest_micro_batch
+from search.record import BATCH_SIZE, LR, MOMENTUM, TrialRecord
 from search.study.objective import Objective
 from search.study.space import build_sampler
 
@@ -61,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                     study = optuna.create_study(sampler=build_sampler(spec))
-                    study.enqueue_trial({"batch_size": batch_size, "lr": lr, "momentum": momentum})
+                    study.enqueue_trial({BATCH_SIZE: batch_size, LR: lr, MOMENTUM: momentum})
                     study.optimize(Objective(spec, problem.data, "cpu", profile=profile), n_trials=1)
                     trial = study.trials[0]
                     results[(seed, batch_size, lr, momentum, setting)] = trial
-                    print(seed, batch_size, lr, momentum, setting, trial.user_attrs.get("final_val_loss"), trial.user_attrs.get("micro_batch_size"), flush=True)
+                    print(seed, batch_size, lr, momentum, setting, TrialRecord.of(trial).final_val_loss, TrialRecord.of(trial).micro_batch_size, flush=True)
     rows = []
     wins = []
     for batch_size in BATCH_SIZES:
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             for setting in settings:
                 trials = [results[(seed, batch_size, lr, momentum, setting)] for seed in seeds]
                 cells[setting] = (
-                    statistics.mean(t.user_attrs["final_val_loss"] for t in trials),
-                    statistics.mean(t.user_attrs["final_val_acc"] for t in trials),
-                    statistics.median(t.user_attrs["examples_per_second"] for t in trials),
-                    trials[0].user_attrs["micro_batch_size"],
+                    statistics.mean(TrialRecord.of(t).final_val_loss for t in trials),  # type: ignore[misc]
+                    statistics.mean(TrialRecord.of(t).final_val_acc for t in trials),  # type: ignore[misc]
+                    statistics.median(TrialRecord.of(t).examples_per_second for t in trials),  # type: ignore[type-var]
+                    TrialRecord.of(trials[0]).micro_batch_size,
                 )
             wins.append(cells[ghost][0] < cells["full"][0])
             rows.append(

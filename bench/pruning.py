@@ -33,6 +33,7 @@ from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.images import ImageData, load_dataset
 from search.data.source import load_data
+from search.record import TrialRecord
 from search.store.storage import create_or_resume, open_storage
 from search.study.pruners import build_pruner
 from search.study.space import build_sampler
@@ -93,7 +94,7 @@ def measure(pruner: str, seed: int, args: argparse.Namespace, images: ImageData)
     return StudyResult(
         pruner=pruner,
         seed=seed,
-        examples=sum(t.user_attrs.get("examples_seen", 0) for t in trials),
+        examples=sum(TrialRecord.of(t).examples_seen or 0 for t in trials),
         complete=len(complete),
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
         best_loss=min(t.value for t in complete),

@@ -47,7 +47,7 @@ from search.analysis.pruning import finished
 from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.images import load_dataset
-from search.record import TrialRecord
+from search.record import Hyperparams, TrialRecord
 from search.study import space
 from search.study.space import build_sampler
 
@@ -108,8 +108,8 @@ def collect_phase(args: argparse.Namespace, phase: int) -> tuple[list[dict[str, 
 def _row(phase: str, trial: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
     """What search_trials.json keeps of a trial (the surrogate reads batch_size, effective_lr, momentum, final_val_loss)."""
     return {
-        "phase": phase, "number": trial.number, "state": trial.state.name, "batch_size": trial.params["batch_size"],
-        "lr": trial.params["lr"], "effective_lr": record.effective_lr, "momentum": trial.params["momentum"],
+        "phase": phase, "number": trial.number, "state": trial.state.name, "batch_size": Hyperparams.of(trial).batch_size,
+        "lr": Hyperparams.of(trial).lr, "effective_lr": record.effective_lr, "momentum": Hyperparams.of(trial).momentum,
         "final_val_loss": record.final_val_loss, "final_val_acc": record.final_val_acc,
         "reason": record.reason or "", "wall_seconds": record.wall_seconds,
     }

@@ -46,6 +46,7 @@ from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.record import TrialRecord
 from search.store import storage as service_storage
+from search.store.optuna_internals import frozen, storage_of
 from search.store.reconnect import ReconnectingRDBStorage
 from search.store.storage import TrialGate, open_storage
 from search.study.pruners import build_pruner
@@ -166,7 +167,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.on_start()
-        trial.study._storage.get_trial(trial._trial_id)  # search.objective looks for a retried trial
+        frozen(trial)  # search.objective looks for a retried trial
         quality = _quality(trial, self.spec)
         every = self.spec.budget_examples // REPORTS
         for report in range(1, REPORTS + 1):
@@ -252,7 +253,7 @@ def _run_trials(task: WorkerTask) -> WorkerResult:
     result = WorkerResult()
     storage = _open(task.config.kind, task.location, spec.heartbeat_seconds)
     study = optuna.load_study(study_name=task.study_name, storage=storage, sampler=build_sampler(spec, sampler_seed(spec.sampler.seed, worker_index=task.worker_index)), pruner=build_pruner(spec))
-    clock = StorageClock(study._storage)
+    clock = StorageClock(storage_of(study))
     gate = TimedGate(TrialGate(task.gate_url, task.study_name) if task.gate_url else None, result)
 
     def finished(trial: optuna.trial.FrozenTrial) -> None:

@@ -37,6 +37,7 @@ from bench.report import Table, targets_line, write_result
 from search.config.load import load_spec
 from search.config.spec import LoggingSpec, StudySpec
 from search.data.source import TrialData, load_data
+from search.record import TrialRecord
 from search.store.storage import create_or_resume, open_storage
 from search.study.objective import Objective
 from search.study.pruners import build_pruner
@@ -306,7 +307,7 @@ def measure_overhead(problem: Problem, batch_size: int, budget_examples: int) ->
         validations = len(trial.intermediate_values) + (budget_examples // batch_size * batch_size % spec.report_every() != 0)
     return Overhead(
         budget_examples, batch_size, wall, timer.in_steps, timer.between_steps, timer.validation, validations,
-        trial.user_attrs.get("diagnostics_seconds", 0.0),
+        TrialRecord.of(trial).diagnostics_seconds or 0.0,
     )
 
 

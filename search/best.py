@@ -17,7 +17,8 @@ import sys
 import textwrap
 from typing import Any, Callable
 
-from search.analysis.frontier import FrontierRow, claims, frontier_rows, recommend
+from search.analysis.frontier import FrontierRow
+from search.analysis.study_report import analyze
 from search.cli import command_parser
 from search.errors import UserError, exits_on_user_error
 from search.record import TrialRecord
@@ -115,14 +116,15 @@ def frontier_output(study_name: str, url: str, output: str) -> str:
             f"Study '{study_name}' has no frontier trials: --frontier reads a `strategy: frontier` study. Use search.best "
             f"without --frontier for this one, or run a frontier study (README, \"The frontier\")."
         )
-    rows = frontier_rows(trials)
+    report = analyze(study)
+    rows = report.frontier
     if output == "json":
         return json.dumps([row.as_dict() for row in rows], indent=2)
     if output == "csv":
         return format_csv([row.as_dict() for row in rows])
-    advice = recommend(trials, rows)
+    advice = report.recommendation
     about = f"study {study_name}  storage {redact(url)}  {len(trials)} trials: {state_counts(trials)}"
-    return "\n".join([about, format_frontier(rows), *(textwrap.wrap(advice.reason, 110) if advice else claims(trials, rows, None)[:1])])
+    return "\n".join([about, format_frontier(rows), *(textwrap.wrap(advice.reason, 110) if advice else report.frontier_claims[:1])])
 
 
 @exits_on_user_error

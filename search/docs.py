@@ -1,8 +1,9 @@
-"""Write docs/reference.md, every study-file key, from the spec models in search/config/spec.py.
+"""Write docs/reference.md, every study-file key, from the spec models in search/config/spec.py, and
+docs/summary.schema.json, the JSON Schema of `summary.json`, from `search.analysis.study_report.StudyReport`.
 
 A hand-written reference drifts from the code. This one is generated: keys, types and defaults
 from the pydantic models, meanings from the `#` comments above each field, section intros from
-the class docstrings. `--check` (run by tests/test_docs.py) fails while the page is stale.
+the class docstrings. `--check` (run by tests/test_docs.py) fails while either file is stale.
 """
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from search.analysis.study_report import StudyReport
 from search.cli import command_parser
 from search.config import spec
 from search.config.spec import StudySpec
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+SCHEMA = REFERENCE.with_name("summary.schema.json")
 
 # Keys a study file may hold but that are filled in for the user: listed (a stored spec has them)
-# and marked, rather than skipped. code_dir is set by search.config.load to the study file's folder.
-INTERNAL = {"code_dir": "filled in when the file is read; leave it out"}
+# and marked, rather than skipped.
+INTERNAL: dict[str, str] = {}
 # Required by the model, but search.config.load fills it in from the file's path when the file leaves it out.
 LOADER_DEFAULTS = {"name": "the file's name, less `.yaml`"}
 
@@ -168,19 +171,26 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def schema() -> str:
+    """The JSON Schema of summary.json (what `search.report` writes)."""
+    return json.dumps(StudyReport.json_schema(), indent=2, sort_keys=True) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("docs", __doc__, "--check", "--out /tmp/reference.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be generated")
-    parser.add_argument("--out", type=Path, default=REFERENCE, help="the file to write or check (default: docs/reference.md)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what would be generated")
+    parser.add_argument("--out", type=Path, default=REFERENCE, help="the reference to write or check (default: docs/reference.md)")
+    parser.add_argument("--schema-out", type=Path, default=SCHEMA, help="the schema to write or check (default: docs/summary.schema.json)")
     args = parser.parse_args(argv)
-    text = render()
+    files = [(args.out, render(), REFERENCE, "--out"), (args.schema_out, schema(), SCHEMA, "--schema-out")]
     if args.check:
-        if not args.out.is_file() or args.out.read_text(encoding="utf-8") != text:
-            again = "" if args.out.resolve() == REFERENCE else f" --out {args.out}"
-            print(f"{args.out} is stale: run `python -m search.docs{again}`.", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text, encoding="utf-8")
+        stale = [(path, default, option) for path, text, default, option in files if not path.is_file() or path.read_text(encoding="utf-8") != text]
+        for path, default, option in stale:
+            again = "" if path.resolve() == default else f" {option} {path}"
+            print(f"{path} is stale: run `python -m search.docs{again}`.", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text, _, _ in files:
+        path.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -38,13 +38,13 @@ from search.data.slicing import batch_length
 from search.data.source import TrialData, load_data
 from search.errors import UserError, exits_on_user_error
 from search.measure.profile import SpeedProfile, fastest_micro_batch
-from search.measure.profile import stored as stored_profile
-from search.record import EvaluationRecord, TrialRecord
+from search.record import EvaluationRecord, Hyperparams, StudyRecord, TrialRecord
 from search.render.text import number_text
+from search.store.measurements import stored_profile
 from search.store.storage import stored_spec
 from search.store.trials import EVALUATION_SUFFIX, completed, connect, load, locate
 from search.store.urls import RESULTS_DIR, STORAGE_ENV
-from search.store.views import EVALUATION_MARKER, ensure_views
+from search.store.views import ensure_views
 from search.study import space
 from search.study.reporting import ExamplesSeenReporter
 from search.train.accumulation import (
@@ -85,12 +85,11 @@ def evaluation_study(storage: optuna.storages.BaseStorage, source: optuna.Study,
         study_name=source.study_name + EVALUATION_SUFFIX, storage=storage, direction="minimize",
         load_if_exists=True, pruner=optuna.pruners.NopPruner(),
     )
-    if EVALUATION_MARKER not in study.user_attrs:
-        study.set_user_attr(EVALUATION_MARKER, source.study_name)
-        study.set_user_attr("budget_examples", spec.budget_examples)
-        study.set_user_attr(
-            "protocol", "retrained on the whole training split with the search's example budget; value = test loss at the end"
-        )
+    if StudyRecord.of(study).evaluation_of is None:
+        StudyRecord(
+            evaluation_of=source.study_name, budget_examples=spec.budget_examples,
+            protocol="retrained on the whole training split with the search's example budget; value = test loss at the end",
+        ).store(study)
     return study
 
 
@@ -217,7 +216,7 @@ def from_checkpoint(storage: optuna.storages.BaseStorage, source: optuna.Study, 
     for trial in chosen:
         if trial.number not in kept:
             print(
-                f"trial {trial.number:>4}  B={trial.params['batch_size']:>5}  no kept weights (only the best checkpoints.k completed "
+                f"trial {trial.number:>4}  B={Hyperparams.of(trial).batch_size:>5}  no kept weights (only the best checkpoints.k completed "
                 f"trials keep theirs, none with keep: none): retrain it with search.evaluate without --from-checkpoint",
                 flush=True,
             )
@@ -235,8 +234,8 @@ def _run_line(run: FrozenTrial) -> str:
         if run.state == TrialState.COMPLETE else f"FAILED ({record.reason or 'see above'})"
     )
     return (
-        f"trial {record.source_trial:>4}  B={run.params['batch_size']:>5}  lr={run.params['lr']:.4g} "
-        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={run.params['momentum']:.3f}  "
+        f"trial {record.source_trial:>4}  B={Hyperparams.of(run).batch_size:>5}  lr={Hyperparams.of(run).lr:.4g} "
+        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={Hyperparams.of(run).momentum:.3f}  "
         f"{'kept weights' if record.checkpoint_path else f'seed {record.seed}'}  {outcome}  "
         f"{number_text(record.wall_seconds, '.1f')}s"
     )

@@ -29,8 +29,7 @@ from search.measure.probe import (
     run_probe,
     untuned_run,
 )
-from search.record import PROBE_PREFIX
-from search.store import measurements
+from search.store.measurements import save_probe
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, redact, resolve_url
 from search.train.device import worker_device
@@ -112,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_run(args, spec, run)
     print(f"study    {spec.name}  storage {redact(url)}  device {device_name}", flush=True)
     result = run_probe(spec, data, args, run, group)
-    key = f"{PROBE_PREFIX}{result['created']}"
-    measurements.save(storage, measurements.subject(spec, data.fingerprint), key, result)
-    if spec.name in optuna.get_all_study_names(storage):
-        optuna.load_study(study_name=spec.name, storage=storage).set_user_attr(key, result)
-    print("\n".join(prediction_lines(result)))
-    print(f"saved as '{key}' for {spec.model.describe()} on this data ({result['seconds']:.0f} s): study '{spec.name}' and every "
+    key = save_probe(storage, spec, data.fingerprint, result)
+    print("\n".join(prediction_lines(result, sizes)))
+    print(f"saved as '{key}' for {spec.model.describe()} on this data ({result.seconds:.0f} s): study '{spec.name}' and every "
           f"later study of this model and data get it (no study is created here); `python -m search.report --study {args.study}` draws it.")
     return 0
 

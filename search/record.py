@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal, Mapping, Protocol, TypeVar
 
 
@@ -22,6 +22,19 @@ class Checkpoint:
     val_acc: float | None  # None unless the study's loss is a classification loss
 
 
+# The names trials sample their parameters under (`search.study.space`); readers use `Hyperparams.of(trial)`.
+BATCH_SIZE, LR, MOMENTUM, ONE_MINUS_MOMENTUM, SCHEDULE = "batch_size", "lr", "momentum", "one_minus_momentum", "schedule"
+DEFAULT_SCHEDULE = "decay_lr"
+
+
+class _HasParams(Protocol):
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     batch_size: int
@@ -30,9 +43,120 @@ class Hyperparams:
     effective_lr: float  # what the optimizer gets
     schedule: str  # decay_lr | grow_batch
 
+    @classmethod
+    def of(cls, trial: _HasParams) -> Hyperparams:
+        """What a trial sampled (it must have sampled: see `batch_size_of` for a trial that may not have),
+        with the effective learning rate it stored; NaN where a trial that failed early stored none."""
+        params = trial.params
+        effective = trial.user_attrs.get("effective_lr")
+        return cls(
+            int(params[BATCH_SIZE]), float(params[LR]), float(params.get(MOMENTUM, math.nan)),
+            float(effective) if is_finite(effective) else math.nan, str(params.get(SCHEDULE, DEFAULT_SCHEDULE)),
+        )
+
+
+def batch_size_of(trial: _HasParams) -> int | None:
+    """The trial's batch size, or None if it failed before sampling one."""
+    value = trial.params.get(BATCH_SIZE)
+    return None if value is None else int(value)
+
+
+def schedule_of(trial: _HasParams) -> str | None:
+    """The batch-size schedule a trial sampled, or None where the study offered only one (it sampled none)."""
+    value = trial.params.get(SCHEDULE)
+    return None if value is None else str(value)
+
 
 # `search.probe` stores each run on the study under this prefix and its UTC time.
 PROBE_PREFIX = "noise_scale_probe:"
+# What probes stored before a field existed read as.
+_PROBE_DEFAULTS = {
+    "hyperparams_from": "untuned: the middle of the search space", "tuned": False,
+    "normalization": "batch norm over each chunk (a probe from before ghost groups)", "normalization_group": None,
+}
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """One noise-scale estimate along the probe's run (`search.measure.noise_scale`)."""
+
+    steps: int
+    examples_seen: int
+    train_loss: float | None  # mean training loss over the steps since the previous point; None at initialization
+    b_simple_loss: float | None  # the training loss on the estimate's big batches
+    gradient_sq: float  # unbiased |G|^2
+    trace: float  # unbiased tr(Sigma)
+    b_simple: float | None  # tr(Sigma) / |G|^2; None where |G|^2 was not positive
+    stderr: float | None  # jackknife standard error of b_simple
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One run of `search.probe`: B_simple along a training run, stored on the study as `as_dict()`."""
+
+    created: str  # UTC, ISO 8601: also the stored key's suffix
+    batch_size: int
+    lr: float
+    effective_lr: float
+    momentum: float
+    hyperparams_from: str  # in words: the frontier's tuned best, or the middle of the search space
+    tuned: bool
+    normalization: str  # in words: how batch norm was grouped while measuring
+    normalization_group: int | None
+    train_examples: int
+    augmentation: bool
+    seed: int
+    small_batch: int
+    big_batch: int
+    measurements: int  # big batches per point
+    points: tuple[ProbePoint, ...]
+    seconds: float
+
+    @property
+    def last(self) -> ProbePoint:
+        return self.points[-1]
+
+    @property
+    def b_simple(self) -> float | None:
+        """B_simple at the end of the run."""
+        return self.last.b_simple
+
+    @property
+    def suggested_range(self) -> tuple[float, float] | None:
+        return None if self.b_simple is None else critical_range(self.b_simple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ProbeResult:
+        """A stored probe, older ones included (they lack some fields, or name B_simple `critical_batch_size`)."""
+        known = {f.name for f in fields(cls)}
+        values = {**_PROBE_DEFAULTS, **{k: v for k, v in raw.items() if k in known}}
+        values.setdefault("seed", 0)
+        values.setdefault("augmentation", True)
+        values.setdefault("seconds", 0.0)
+        values.setdefault("lr", values.get("effective_lr", math.nan))
+        points = []
+        for point in raw.get("points", []):
+            point = {**point, "b_simple": point.get("b_simple", point.get("critical_batch_size"))}
+            points.append(ProbePoint(**{f.name: point.get(f.name) for f in fields(ProbePoint)}))
+        return cls(**{**values, "points": tuple(points)})
+
+
+def critical_range(b_simple: float) -> tuple[float, float]:
+    """The batch sizes worth searching, by McCandlish et al.'s trade-off E = E_min (1 + B / B_crit).
+
+    Below B_crit / 8 a smaller batch saves at most 12% of the examples while taking 8x the
+    steps; above 2 B_crit it needs at least 3x the examples for the same loss.
+    """
+    return b_simple / 8, 2 * b_simple
+
+
+def latest_probe(study_attrs: Mapping[str, Any]) -> ProbeResult | None:
+    """The newest noise-scale probe stored on a study (keys sort by their UTC time)."""
+    keys = sorted(k for k in study_attrs if k.startswith(PROBE_PREFIX))
+    return ProbeResult.from_dict(study_attrs[keys[-1]]) if keys else None
 
 # How a field reads in SQL: a whole number, a floating-point number, or text.
 Kind = Literal["integer", "real", "text"]
@@ -188,6 +312,21 @@ class TrialRecord(RunRecord):
     # (`search.store.artifacts`): a plain state dict in Optuna's artifact store. Both are removed with the weights.
     checkpoint_artifact_id: str | None = None
     checkpoint_path: str | None = None  # the file: torch.load(path, weights_only=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyRecord(_Attributes):
+    """The attributes of a study: a search study's are written once, when `search.run` creates it
+    (`search.store.storage`); a `<study>:evaluation` study's by `search.evaluate`. Speed profiles and
+    noise-scale probes sit beside them under their own prefixes (`search.store.measurements`)."""
+
+    spec: dict[str, Any] | None = None  # the StudySpec as JSON (storage left out): what every worker trains
+    comparability: dict[str, Any] | None = None  # what makes trials comparable, the data's fingerprint included
+    lr_parameterization: str | None = None  # in words, e.g. "effective_lr = lr x sqrt(B / 256)"
+    budget_examples: int | None = None
+    report_every_examples: int | None = None
+    evaluation_of: str | None = None  # an evaluation study: the search study it measures
+    protocol: str | None = None  # an evaluation study: how its runs were trained and measured, in words
 
 
 @dataclass(frozen=True, kw_only=True)

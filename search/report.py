@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 
 from search.analysis.speeds import TARGET_MARGIN
+from search.analysis.study_report import analyze
 from search.cli import command_parser
 from search.errors import UserError, exits_on_user_error
 from search.render.page import write_report
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     study = load(storage, study_name, url)
     out = args.out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study_name)}-report"
     _check_out(out)
-    page, summary = write_report(study, find(storage, study_name + EVALUATION_SUFFIX), url, out, args.target_loss)
-    print("\n".join(summary))
+    report = analyze(study, find(storage, study_name + EVALUATION_SUFFIX), args.target_loss)
+    page = write_report(report, study, url, out)
+    print("\n".join(report.summary))
     print(f"report: {page.resolve()}")
     _upload_figures(study, url, out, page)
     return 0

@@ -21,9 +21,10 @@ from search.config.load import load_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
 from search.errors import exits_on_user_error
-from search.measure.profile import format_table, store
+from search.measure.profile import format_table
 from search.measure.speed import measure, profile_sizes
 from search.store import measurements
+from search.store.measurements import store_profile
 from search.store.storage import open_storage, stored_spec
 from search.store.trials import locate
 from search.study.measured import save_profile
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = measure(spec, data, device_name)
     save_profile(storage, measurements.subject(spec, data.fingerprint), profile)
     if study is not None:
-        store(study, profile)  # replaces the study's copy: later trials use the new rates
+        store_profile(study, profile)  # replaces the study's copy: later trials use the new rates
     print(format_table(profile))
     print(
         f"saved as the profile of {spec.model.describe()} on this data and {device_name}: every study of them uses it "

@@ -11,7 +11,6 @@ from torch import nn
 from search.config.load import validate_spec
 from search.data.batches import device_data
 from search.data.images import cache_dir, load_dataset
-from search.models import build_model
 from search.render.console import trial_line
 from search.study.objective import Objective
 from search.study.space import build_sampler
@@ -24,7 +23,7 @@ from search.train.accumulation import (
 from search.train.model import training_step
 from search.train.plan import TrainingPlan
 from search.train.run import train
-from tests.conftest import SMALL_STUDY, merge
+from tests.conftest import SMALL_STUDY, build_model, merge
 
 
 def _spec(**changes):  # type: ignore[no-untyped-def]

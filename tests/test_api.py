@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 # Bottom to top: a module may import from its own layer or any layer below it.
 LAYERS = (
-    "search.errors", "search.stats", "search.record", "search.models", "search.config", "search.data", "search.train", "search.measure",
+    "search.errors", "search.stats", "search.record", "search.config", "search.data", "search.train", "search.measure",
     "search.store", "search.study", "search.analysis", "search.render", "search.api", "search",
 )
 

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+import jsonschema
 import optuna
 import pytest
 import sqlalchemy
@@ -25,11 +26,12 @@ from search.analysis.frontier import (
 from search.analysis.per_batch_size import per_batch_size
 from search.analysis.pruning import pruning_savings
 from search.analysis.scaling import lr_fits
+from search.analysis.study_report import SCHEMA_VERSION
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
 from search.stats import Interval, mean_ci95, t975
 from search.study.per_batch_size import PerBatchSizeSampler, WithinBatchSizePruner
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 FRONTIER = {
     "strategy": "frontier",
@@ -122,7 +124,14 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     assert "tuned: the frontier's best at batch size 16" in probed.stdout and "after 512 examples (32 steps)" in probed.stdout
     reported = run_cli("search.report", "--study", str(path), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert reported.returncode == 0, reported.stderr
-    critical = json.loads((tmp_path / "report" / "summary.json").read_text())["critical_batch"]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    # summary.json is the StudyReport serialized: it validates against the committed schema, and its fields are the analysis's.
+    jsonschema.validate(summary, json.loads((REPO / "docs" / "summary.schema.json").read_text()))
+    assert summary["version"] == SCHEMA_VERSION and summary["strategy"] == "frontier" and summary["study"] == path.stem
+    assert [r["batch_size"] for r in summary["frontier"]] == [16, 64]
+    assert summary["frontier"][0]["val_loss_mean"] == pytest.approx(rows[16].val_loss_mean)
+    assert summary["recommendation"]["batch_size"] in (16, 64) and summary["summary"][0] == summary["recommendation"]["reason"]
+    critical = summary["critical_batch"]
     assert {"b_simple", "b_simple_loss", "b_crit_empirical", "b_crit_ci95"} <= set(critical)
     assert critical["smallest_batch"] == 16 and [c["examples"] for c in critical["curve"]] == [64, 128, 256, 512]
     assert len(critical["points"]) == 2 and len(critical["b_simple_trajectory"]) >= 1

@@ -20,8 +20,9 @@ import torch
 from search.config.load import load_spec
 from search.data import images
 from search.errors import Interrupted
-from search.measure.profile import SizeSpeed, SpeedProfile, store
+from search.measure.profile import SizeSpeed, SpeedProfile
 from search.store.measurements import MEASUREMENTS_STUDY
+from search.store.measurements import store_profile as store
 from search.store.urls import redact
 from search.study.measured import ensure_profile
 from search.study.space import sampler_seed

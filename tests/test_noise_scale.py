@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from search.measure.noise_scale import critical_range, estimate, unbiased_estimates
+from search.measure.noise_scale import estimate, unbiased_estimates
+from search.record import critical_range
 from search.train.accumulation import ghost_groups, use_ghost_batch_norm
 from search.train.loss import Loss, LossFn
 from search.train.step import TrainingStep

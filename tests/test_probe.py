@@ -10,12 +10,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
 from search import probe, report
-from search.analysis.diagnostics import (
-    MIN_CORRELATION_TRIALS,
-    diagnostics_summary,
-    latest_probe,
-)
-from search.record import PROBE_PREFIX
+from search.analysis.diagnostics import MIN_CORRELATION_TRIALS, diagnostics_summary
+from search.record import PROBE_PREFIX, latest_probe
 from tests.conftest import REPO, run_cli
 
 PROBE_ARGS = ["--train-examples", "64", "--points", "2", "--small-batch", "16", "--big-batch", "64", "--measurements", "4"]
@@ -46,7 +42,7 @@ def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[...
     # A joint study has no tuned configuration: the run says so; tiny_cnn has no batch norm, so no groups.
     assert not first["tuned"] and first["hyperparams_from"].startswith("untuned")
     assert first["normalization_group"] is None and first["normalization"].startswith("no batch norm")
-    assert latest_probe(optuna.load_study(study_name=path.stem, storage=url).user_attrs)["seed"] == 1
+    assert latest_probe(optuna.load_study(study_name=path.stem, storage=url).user_attrs).seed == 1
 
     out = tmp_path / "report"
     assert report.main(["--study", path.stem, "--storage", url, "--out", str(out)]) == 0

@@ -16,7 +16,6 @@ from search.config.load import load_spec, validate_spec
 from search.config.spec import BatchNormSpec, OptimizerSpec, ScheduleSpec
 from search.data.batches import device_data
 from search.data.images import load_dataset
-from search.models import build_model
 from search.study.reporting import ExamplesSeenReporter
 from search.train.accumulation import use_ghost_batch_norm
 from search.train.batch_norm import Recalibration, recalibrate, running_norms
@@ -26,7 +25,7 @@ from search.train.optim import build_optimizer
 from search.train.plan import TrainingPlan, lr_factor, warmup_steps
 from search.train.run import train
 from search.train.step import TrainingStep
-from tests.conftest import SMALL_STUDY, merge, run_cli
+from tests.conftest import SMALL_STUDY, build_model, merge, run_cli
 
 CPU = torch.device("cpu")
 AIRBENCH = {"name": "airbench", "args": {"widths": [4, 8, 8], "stem_width": 4}}

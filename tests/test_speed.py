@@ -47,12 +47,12 @@ def test_rate_interpolates_on_log_log_axes_and_holds_the_ends() -> None:
 def test_profile_survives_the_round_trip_through_the_study(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.sqlite3'}", study_name="s")
     profile = profile_of({16: 1000.0, 32: 1500.0})
-    profiles.store(study, profile)
-    profiles.store(study, profile_of({16: 50.0}).__class__(**{**profile_of({16: 50.0}).__dict__, "device": "other"}))
+    measurements.store_profile(study, profile)
+    measurements.store_profile(study, profile_of({16: 50.0}).__class__(**{**profile_of({16: 50.0}).__dict__, "device": "other"}))
     reloaded = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.sqlite3'}")
-    assert profiles.stored(reloaded, "test device") == profile
-    assert profiles.stored(reloaded, "no such device") is None
-    assert [p.device for p in profiles.all_stored(reloaded)] == ["other", "test device"]
+    assert measurements.stored_profile(reloaded, "test device") == profile
+    assert measurements.stored_profile(reloaded, "no such device") is None
+    assert [p.device for p in measurements.profiles_in(reloaded.user_attrs)] == ["other", "test device"]
 
 
 def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ from optuna.trial import TrialState, create_trial
 from search.analysis.speeds import two_speeds, two_speeds_sentence
 from search.config.load import load_spec, validate_spec
 from search.errors import UserError
-from search.measure import profile as profiles
 from search.measure import time_budget
 from search.measure.profile import SpeedProfile
+from search.store import measurements
 from search.train.device import worker_device
 from search.train.plan import TrainingPlan
 from tests.conftest import REPO, SMALL_STUDY, create_study, merge, run_cli
@@ -103,7 +103,7 @@ def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path:
     spec = load_spec(str(path))
     study = create_study(url, spec)
     profile = profile_of({16: 2000.0, 32: 3000.0, 64: 4000.0})
-    profiles.store(study, SpeedProfile(**{**profile.__dict__, "device": worker_device()[1]}))
+    measurements.store_profile(study, SpeedProfile(**{**profile.__dict__, "device": worker_device()[1]}))
     result = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "no profile for" not in result.stdout and "budget 1.5 s of training" in result.stdout
@@ -135,11 +135,11 @@ def test_run_measures_each_device_once_and_can_skip_it(study_file: Callable[...,
     url = f"sqlite:///{tmp_path / 'profile.sqlite3'}"
     skipped = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--skip-speed-profile", cwd=REPO)
     assert skipped.returncode == 0, skipped.stderr
-    assert profiles.all_stored(optuna.load_study(study_name=path.stem, storage=url)) == []
+    assert measurements.profiles_in(optuna.load_study(study_name=path.stem, storage=url).user_attrs) == []
     first = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--n-trials", "2", cwd=REPO)
     assert first.returncode == 0, first.stderr
     assert "no profile for cpu" in first.stdout and "<- fastest" in first.stdout
-    (profile,) = profiles.all_stored(optuna.load_study(study_name=path.stem, storage=url))
+    (profile,) = measurements.profiles_in(optuna.load_study(study_name=path.stem, storage=url).user_attrs)
     assert [s.batch_size for s in profile.sizes] == [8, 16, 32]
     again = run_cli("search.run", "--study", str(path), "--storage", url, "--quiet", "--n-trials", "3", cwd=REPO)
     assert again.returncode == 0 and "no profile" not in again.stdout

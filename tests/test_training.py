@@ -9,12 +9,11 @@ from search.config.load import validate_spec
 from search.config.spec import ScheduleSpec
 from search.data.batches import device_data
 from search.data.images import load_dataset
-from search.models import build_model
 from search.render.console import trial_line
 from search.study.objective import Objective
 from search.study.space import build_sampler
 from search.train.plan import lr_factor
-from tests.conftest import SMALL_STUDY, merge
+from tests.conftest import SMALL_STUDY, build_model, merge
 
 
 def _spec(**changes):  # type: ignore[no-untyped-def]

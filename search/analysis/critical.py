@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import EFFICIENCY, SEED, TrialRecord, is_finite
+from search.record import (
+    EFFICIENCY,
+    SEED,
+    Hyperparams,
+    ProbePoint,
+    ProbeResult,
+    TrialRecord,
+    is_finite,
+)
 from search.stats import t975
 
 # Doublings below B_crit / DOUBLING_CHEAP cost at most 1 / (DOUBLING_CHEAP + 1) more examples (20% at 4).
@@ -96,7 +104,7 @@ def efficiency_curves(
         if record.frontier_role == SEED and record.budget_examples:
             budget = record.budget_examples  # every seed re-run trains the study's whole budget
         if t.state == TrialState.COMPLETE and record.frontier_role == EFFICIENCY and is_finite(t.value) and record.budget_examples:
-            small = int(t.params["batch_size"])
+            small = Hyperparams.of(t).batch_size
             by_seed[record.frontier_index or 0][record.budget_examples] = t.value  # type: ignore[assignment]
     if small is None or budget is None:
         return None
@@ -221,16 +229,16 @@ class CriticalBatch:
         return asdict(self)
 
 
-def _trajectory(probe: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    points = probe.get("points", []) if probe else []
-    return [p for p in points if is_finite(p.get("b_simple")) and p["b_simple"] > 0]
+def _trajectory(probe: ProbeResult | None) -> list[ProbePoint]:
+    points = probe.points if probe else ()
+    return [p for p in points if p.b_simple is not None and is_finite(p.b_simple) and p.b_simple > 0]
 
 
-def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[int, float]], probe: Mapping[str, Any] | None) -> CriticalBatch:
+def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[int, float]], probe: ProbeResult | None) -> CriticalBatch:
     """The measured B_crit (from the efficiency curve and the frontier) and the probe's B_simple, with the prediction."""
     reasons: list[str] = []
     trajectory = _trajectory(probe)
-    b_simple, b_simple_loss = (trajectory[-1]["b_simple"], trajectory[-1].get("b_simple_loss")) if trajectory else (None, None)
+    b_simple, b_simple_loss = (trajectory[-1].b_simple, trajectory[-1].b_simple_loss) if trajectory else (None, None)
     if probe is None:
         reasons.append("b_simple: no noise-scale probe on this study (python -m search.probe --study NAME)")
     elif b_simple is None:
@@ -238,7 +246,7 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
     found = efficiency_curves(trials, seed_runs)
     if found is None:
         reasons.append("b_crit_empirical: no data-efficiency curve (a frontier study with efficiency_curve: true, run to its end)")
-        return CriticalBatch(b_simple, b_simple_loss, None, None, None, None, None, b_simple_trajectory=trajectory, reasons=reasons)
+        return CriticalBatch(b_simple, b_simple_loss, None, None, None, None, None, b_simple_trajectory=[asdict(p) for p in trajectory], reasons=reasons)
     small, budget, curves = found
     points = invert(seed_runs, curves, small, budget)
     fit = fit_b_crit(points, small)
@@ -248,15 +256,15 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
         reasons.append("b_crit_empirical: larger batches cost no measurable examples here (the fitted slope is not positive)")
     mean = mean_curve(curves)
     sizes = sorted(seed_runs)
-    predicted = predicted_frontier(mean, small, budget, sizes, [(p["examples_seen"], p["b_simple"]) for p in trajectory],
-                                   int(probe["batch_size"])) if trajectory and probe else {}
+    predicted = predicted_frontier(mean, small, budget, sizes, [(p.examples_seen, p.b_simple) for p in trajectory],  # type: ignore[misc]
+                                   probe.batch_size) if trajectory and probe else {}
     b_crit = fit.b_crit if fit else None
     return CriticalBatch(
         b_simple, b_simple_loss, b_crit, fit.ci95 if fit and b_crit else None,
         b_crit / b_simple if b_crit and b_simple else None, small, budget,
         curve=[{"examples": e, "val_loss": loss} for e, loss in zip(mean.examples, mean.losses)],
         points=[asdict(p) for p in points], outside_curve=sum(p.examples_ratio is None for p in points),
-        predicted=predicted, b_simple_trajectory=trajectory, reasons=reasons,
+        predicted=predicted, b_simple_trajectory=[asdict(p) for p in trajectory], reasons=reasons,
     )
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 from optuna.trial import FrozenTrial
 
 from search.analysis.scaling import FIT_WITHIN
 from search.analysis.trials import loss_bound
-from search.record import PROBE_PREFIX, SEED, TrialRecord, is_finite
+from search.record import SEED, Hyperparams, ProbeResult, TrialRecord, is_finite
 from search.store.trials import is_completed
 
 # The sharpness-gap correlation is stated over at least this many diagnosed trials.
@@ -33,15 +33,9 @@ DIAGNOSTICS: list[tuple[Diagnostic, str]] = [
 ]
 
 
-def latest_probe(study_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The newest noise-scale probe stored on the study (keys sort by their UTC time)."""
-    keys = sorted(k for k in study_attrs if k.startswith(PROBE_PREFIX))
-    return study_attrs[keys[-1]] if keys else None
-
-
 def diagnosed(trials: list[FrozenTrial], value: Diagnostic) -> list[tuple[int, float]]:
     """(batch size, the diagnostic's value) for completed trials that have a finite one."""
-    points = [(int(t.params["batch_size"]), value(TrialRecord.of(t))) for t in trials if is_completed(t)]
+    points = [(Hyperparams.of(t).batch_size, value(TrialRecord.of(t))) for t in trials if is_completed(t)]
     return [(b, float(v)) for b, v in points if is_finite(v)]  # type: ignore[arg-type]
 
 
@@ -73,19 +67,18 @@ def correlation_ci95(xs: list[float], ys: list[float]) -> tuple[float, float, fl
     return r, math.tanh(z - half), math.tanh(z + half)
 
 
-def probe_sentence(probe: Mapping[str, Any] | None) -> str:
+def probe_sentence(probe: ProbeResult | None) -> str:
     """What the probe measured, labelled as what it is; the frontier's measured B_crit is `critical`'s."""
     if probe is None:
         return "No noise-scale probe has been run on this study: `python -m search.probe --study NAME` measures B_simple along a run."
-    value = probe.get("b_simple", probe.get("critical_batch_size"))
-    if not is_finite(value):
+    value, loss = probe.b_simple, probe.last.b_simple_loss
+    if value is None or not is_finite(value):
         return "The noise-scale probe could not estimate the noise scale (its |G|^2 estimate was not positive)."
-    loss = probe.get("b_simple_loss")
     return (
         f"The gradient noise scale probe (McCandlish et al. 2018) measured B_simple = {value:,.0f}"
         + (f" at training loss {loss:.3f}" if is_finite(loss) else "")
-        + f", after {probe['train_examples']:,} examples at batch size {probe['batch_size']:,} "
-        f"({probe.get('hyperparams_from', 'untuned: the middle of the search space')}). B_simple is a proxy for the critical batch "
+        + f", after {probe.train_examples:,} examples at batch size {probe.batch_size:,} "
+        f"({probe.hyperparams_from}). B_simple is a proxy for the critical batch "
         "size, exact only when the Hessian is proportional to the identity, and it grows as the loss falls."
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import EvaluationRecord
+from search.record import EvaluationRecord, Hyperparams
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,10 @@ def evaluation_results(source: list[FrozenTrial], runs: list[FrozenTrial]) -> li
         results.append(
             EvaluationResult(
                 source_trial=number,
-                batch_size=first.params["batch_size"],
-                lr=first.params["lr"],
+                batch_size=Hyperparams.of(first).batch_size,
+                lr=Hyperparams.of(first).lr,
                 effective_lr=first_record.effective_lr,
-                momentum=first.params["momentum"],
+                momentum=Hyperparams.of(first).momentum,
                 val_loss=origin.value if origin is not None else None,
                 test_acc=[r.test_acc for _, r in group if r.test_acc is not None],
                 test_loss=[r.test_loss for _, r in group],  # type: ignore[misc]

@@ -17,7 +17,14 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.analysis.scaling import SCALING_RULES, ScalingFit, fit_exponent
-from search.record import SEARCH, SEED, TrialRecord, is_finite
+from search.record import (
+    SEARCH,
+    SEED,
+    Hyperparams,
+    TrialRecord,
+    batch_size_of,
+    is_finite,
+)
 from search.stats import Interval, mean_ci95, t975
 
 
@@ -53,7 +60,7 @@ def seed_losses(trials: list[FrozenTrial]) -> dict[int, dict[int, float]]:
     for t in trials:
         record = TrialRecord.of(t)
         if t.state == TrialState.COMPLETE and record.frontier_role == SEED and is_finite(t.value) and record.frontier_index is not None:
-            losses[int(t.params["batch_size"])][record.frontier_index] = t.value  # type: ignore[assignment]
+            losses[Hyperparams.of(t).batch_size][record.frontier_index] = t.value  # type: ignore[assignment]
     return dict(losses)
 
 
@@ -63,7 +70,7 @@ def frontier_rows(trials: list[FrozenTrial]) -> list[FrontierRow]:
     for size in sorted(seed_losses(trials)):
         runs = [
             t for t in trials
-            if t.state == TrialState.COMPLETE and _role(t) == SEED and t.params.get("batch_size") == size and is_finite(t.value)
+            if t.state == TrialState.COMPLETE and _role(t) == SEED and batch_size_of(t) == size and is_finite(t.value)
         ]
         records = [TrialRecord.of(t) for t in runs]
         loss = mean_ci95([t.value for t in runs])  # type: ignore[misc]
@@ -72,7 +79,7 @@ def frontier_rows(trials: list[FrozenTrial]) -> list[FrontierRow]:
         speeds = [r.examples_per_second for r in records if is_finite(r.examples_per_second)]
         searched = [
             t for t in trials
-            if _role(t) == SEARCH and t.params.get("batch_size") == size and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            if _role(t) == SEARCH and batch_size_of(t) == size and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         ]
         rows.append(FrontierRow(
             batch_size=size,
@@ -81,9 +88,9 @@ def frontier_rows(trials: list[FrozenTrial]) -> list[FrontierRow]:
             val_loss_ci95=loss.half_width,
             val_acc_mean=acc.mean if acc else None,
             val_acc_ci95=acc.half_width if acc else None,
-            lr=runs[0].params["lr"],
+            lr=Hyperparams.of(runs[0]).lr,
             effective_lr=records[0].effective_lr,  # type: ignore[arg-type]
-            momentum=runs[0].params["momentum"],
+            momentum=Hyperparams.of(runs[0]).momentum,
             steps=records[0].steps,
             examples_per_second=statistics.fmean(speeds) if speeds else None,  # type: ignore[arg-type]
             search_trials=len(searched),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from search.analysis.trials import batch_sizes, loss_bound
-from search.record import TrialRecord, is_finite
+from search.record import Hyperparams, TrialRecord, batch_size_of, is_finite
 from search.store.trials import is_completed
 
 # Fewer completed trials than this at a batch size: its best loss is only an upper bound.
@@ -33,13 +33,13 @@ class BatchSizeResult:
 
     @property
     def best_momentum(self) -> float | None:
-        return None if self.best is None else self.best.params.get("momentum")
+        return None if self.best is None else Hyperparams.of(self.best).momentum
 
 
 def per_batch_size(trials: list[FrozenTrial]) -> list[BatchSizeResult]:
     results = []
     for size in batch_sizes(trials):
-        drawn = [t for t in trials if t.params.get("batch_size") == size]
+        drawn = [t for t in trials if batch_size_of(t) == size]
         done = [t for t in drawn if is_completed(t)]
         accuracies = [a for a in (TrialRecord.of(t).final_val_acc for t in done) if is_finite(a)]
         results.append(

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import TrialRecord
+from search.record import TrialRecord, batch_size_of
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def examples_trained(trial: FrozenTrial) -> int:
 
 def examples_at_end(trial: FrozenTrial, budget_examples: int) -> int:
     """What the trial trains if nothing stops it: whole steps of its batch size within the budget."""
-    batch_size = int(trial.params.get("batch_size", 1))
+    batch_size = batch_size_of(trial) or 1
     record = TrialRecord.of(trial)
     if record.budget_seconds is not None:  # a time budget: the steps planned from the speed profile
         return int(record.steps or 0) * batch_size

@@ -8,6 +8,7 @@ from optuna.trial import FrozenTrial
 
 from search.analysis.trials import batch_sizes
 from search.analysis.wording import percent_text, sizes_text
+from search.record import batch_size_of, schedule_of
 from search.store.trials import is_completed
 
 
@@ -23,12 +24,12 @@ class ScheduleRow:
 
 def schedule_comparison(trials: list[FrozenTrial]) -> list[ScheduleRow]:
     """Best loss per starting batch size and schedule; empty unless the study sampled the schedule."""
-    schedules = sorted({str(t.params["schedule"]) for t in trials if "schedule" in t.params})
+    schedules = sorted({s for t in trials if (s := schedule_of(t)) is not None})
     if len(schedules) < 2:
         return []
     rows = []
     for size in batch_sizes(trials):
-        drawn = {s: [t for t in trials if t.params.get("batch_size") == size and t.params.get("schedule") == s] for s in schedules}
+        drawn = {s: [t for t in trials if batch_size_of(t) == size and schedule_of(t) == s] for s in schedules}
         done = {s: [t for t in drawn[s] if is_completed(t)] for s in schedules}
         rows.append(
             ScheduleRow(

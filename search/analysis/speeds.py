@@ -13,7 +13,7 @@ from search.analysis.per_batch_size import WELL_EXPLORED
 from search.analysis.pruning import finished
 from search.analysis.trials import loss_bound
 from search.analysis.wording import sizes_text
-from search.record import TrialRecord, is_finite
+from search.record import Hyperparams, TrialRecord, is_finite
 from search.store.trials import is_completed
 
 # Without --target-loss, the target is the study's best final validation loss plus this margin.
@@ -85,7 +85,7 @@ def two_speeds(trials: list[FrozenTrial], target_loss: float | None = None) -> l
         points = trial_points(trial) if record.examples_per_second else []
         if points:
             device = by_device.setdefault(record.device or "unknown device", {})
-            device.setdefault(int(trial.params["batch_size"]), []).append(points)
+            device.setdefault(Hyperparams.of(trial).batch_size, []).append(points)
     result = []
     for device, curves in sorted(by_device.items()):
         sizes = sorted(curves)

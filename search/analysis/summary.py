@@ -10,6 +10,7 @@ from search.analysis.pruning import PruningSavings
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes
 from search.analysis.trials import loss_bound
 from search.analysis.wording import percent_text, sizes_text
+from search.record import batch_size_of
 from search.store.trials import is_completed
 
 # A joint study ranks batch sizes only when each has this many completed trials within this
@@ -36,7 +37,7 @@ def ranked(trials: list[FrozenTrial], measured: list[BatchSizeResult]) -> tuple[
     thin = []
     for result in measured:
         bound = loss_bound(result.best_loss, NEAR_OWN_BEST)  # type: ignore[arg-type]
-        near = [t for t in trials if is_completed(t) and t.params.get("batch_size") == result.batch_size and t.value <= bound]  # type: ignore[operator]
+        near = [t for t in trials if is_completed(t) and batch_size_of(t) == result.batch_size and t.value <= bound]  # type: ignore[operator]
         if len(near) < RANKABLE:
             thin.append(result.batch_size)
     return not thin, thin

@@ -19,8 +19,11 @@ from search.errors import UserError
 
 
 def _search_path(code_dir: str | None) -> None:
-    for folder in (code_dir, os.getcwd()):
-        if folder and folder not in sys.path:
+    """The study file's folder first, then the working directory: code beside the study file wins."""
+    for folder in (os.getcwd(), code_dir):
+        if folder:
+            if folder in sys.path:
+                sys.path.remove(folder)
             sys.path.insert(0, folder)
 
 

@@ -87,7 +87,8 @@ def load_spec(study: str, overrides: dict[str, Any] | None = None) -> StudySpec:
     if not isinstance(raw, dict):
         raise UserError(f"Study file {path} must hold a mapping of settings (dataset, model, budget_examples, ...).")
     raw.setdefault("name", path.stem)
-    raw.setdefault("code_dir", str(path.resolve().parent))
+    # Class paths resolve from the study file's folder, or from `code_dir` taken relative to it.
+    raw["code_dir"] = str((path.resolve().parent / str(raw.get("code_dir") or ".")).resolve())
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

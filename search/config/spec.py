@@ -64,6 +64,11 @@ class CodeSpec(_Spec):
     init_args: dict[str, Any] = {}
 
 
+# `model.name` is shorthand for these class paths (the project's models/ folder), called with the data's
+# `num_classes` and `in_channels` and the study's `model.args`.
+BUILTIN_MODELS = {"airbench": "models.airbench.AirbenchNet", "resnet": "models.resnet.CifarResNet", "tiny_cnn": "models.tiny.TinyCNN"}
+
+
 class ModelSpec(_Spec):
     """A built-in image classifier by `name` (with `args`), or the user's own `class_path`
     (a torch.nn.Module, or a LightningModule whose training_step returns the loss)."""
@@ -390,7 +395,8 @@ class StudySpec(_Spec):
     # For nn.Module models: a built-in loss name or the user's own class_path (called with
     # (outputs, targets), returning the mean loss). A LightningModule computes its own loss.
     loss: Literal["cross_entropy", "mse", "bce_with_logits"] | CodeSpec = "cross_entropy"
-    # The study file's folder: class paths resolve from it (and from the working directory).
+    # The folder class paths resolve from (before the working directory), relative to the study file;
+    # default: the study file's own folder. The built-in studies give `..`, the project's folder, for models/.
     # Where the code is, not what it computes: not part of what makes trials comparable.
     code_dir: str | None = None
     # Training examples per trial, the same for every batch size.

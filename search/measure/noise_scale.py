@@ -110,12 +110,3 @@ def _jackknife(small: list[float], big: list[float], small_batch: int, big_batch
         return math.inf
     centre = _mean(leave_one_out)
     return math.sqrt((n - 1) / n * math.fsum((v - centre) ** 2 for v in leave_one_out))
-
-
-def critical_range(b_simple: float) -> tuple[float, float]:
-    """The batch sizes worth searching, by the paper's trade-off E = E_min (1 + B / B_crit).
-
-    Below B_crit / 8 a smaller batch saves at most 12% of the examples while taking 8x the
-    steps; above 2 B_crit it needs at least 3x the examples for the same loss.
-    """
-    return b_simple / 8, 2 * b_simple

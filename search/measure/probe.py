@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -30,6 +30,8 @@ from search.data.slicing import Batch
 from search.data.source import TrialData
 from search.errors import UserError
 from search.measure import noise_scale
+from search.record import ProbePoint, ProbeResult
+from search.render.text import number_text
 from search.train.accumulation import ghost_groups, has_batch_norm, use_ghost_batch_norm
 from search.train.module import TrialModule
 from search.train.plan import TrainingPlan
@@ -78,7 +80,7 @@ class _Measurements(pl.Callback):
     ) -> None:
         self.args, self.boundaries, self.group, self.batch_size, self.started = args, boundaries, group, batch_size, started
         self.measure_batches = measure_batches
-        self.points: list[dict[str, Any]] = []
+        self.points: list[ProbePoint] = []
         self._last_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -98,17 +100,16 @@ class _Measurements(pl.Callback):
             point_started = time.perf_counter()
             with ghost_groups(module.step.model, self.group or sys.maxsize):
                 estimate = noise_scale.estimate(module.step, self.measure_batches, self.args.small_batch, self.args.measurements)
-            self.points.append({
-                "steps": step, "examples_seen": step * self.batch_size, "train_loss": train_loss,
-                "b_simple_loss": estimate.loss, "gradient_sq": estimate.gradient_sq, "trace": estimate.trace,
-                "b_simple": _finite(estimate.b_simple), "stderr": _finite(estimate.stderr),
-            })
+            self.points.append(ProbePoint(
+                steps=step, examples_seen=step * self.batch_size, train_loss=train_loss, b_simple_loss=estimate.loss,
+                gradient_sq=estimate.gradient_sq, trace=estimate.trace, b_simple=_finite(estimate.b_simple), stderr=_finite(estimate.stderr),
+            ))
             done = time.perf_counter() - self.started
             eta = done / len(self.points) * (len(self.boundaries) - len(self.points))
             print(_point_line(self.points[-1], time.perf_counter() - point_started) + f"  [{len(self.points)}/{len(self.boundaries)}, ETA {eta:.0f} s]", flush=True)
 
 
-def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: ProbeRun, group: int | None) -> dict[str, Any]:
+def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: ProbeRun, group: int | None) -> ProbeResult:
     """Train the study's model with `run`, estimating the noise scale at init and `args.points` times along the way.
 
     The run is a trial's run (`run_training`: the same model build, optimizer step and schedule); the
@@ -143,53 +144,39 @@ def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: P
             f"The probe ran out of memory at batch size {batch_size:,} (big batches of {args.big_batch:,}): {result.out_of_memory}. "
             "Run it again with a smaller --big-batch."
         )
-    points = measurements.points
-    sizes = spec.search_space.batch_sizes()
-    last = points[-1]
-    critical = last["b_simple"]
-    low, high = noise_scale.critical_range(critical) if critical else (None, None)
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        "batch_size": batch_size, "lr": run.lr, "effective_lr": run.effective_lr, "momentum": run.momentum,
-        "hyperparams_from": run.source, "tuned": run.tuned, "normalization": normalization, "normalization_group": group,
-        "train_examples": steps * batch_size, "augmentation": True, "seed": args.seed,
-        "small_batch": args.small_batch, "big_batch": args.big_batch, "measurements": args.measurements,
-        "points": points,
-        "b_simple": critical, "b_simple_loss": last["b_simple_loss"],
-        "critical_batch_size": critical, "critical_stderr": last["stderr"],
-        "suggested_range": [low, high] if critical else None,
-        "suggested_batch_sizes": [b for b in sizes if low <= b <= high] if critical else [],
-        "seconds": time.perf_counter() - started,
-    }
+    return ProbeResult(
+        created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        batch_size=batch_size, lr=run.lr, effective_lr=run.effective_lr, momentum=run.momentum,
+        hyperparams_from=run.source, tuned=run.tuned, normalization=normalization, normalization_group=group,
+        train_examples=steps * batch_size, augmentation=True, seed=args.seed,
+        small_batch=args.small_batch, big_batch=args.big_batch, measurements=args.measurements,
+        points=tuple(measurements.points), seconds=time.perf_counter() - started,
+    )
 
 
-def _point_line(point: dict[str, Any], seconds: float) -> str:
-    where = "at initialization" if point["steps"] == 0 else f"after {point['examples_seen']:,} examples ({point['steps']} steps)"
-    where += f", training loss {point['b_simple_loss']:.3f}"
+def _point_line(point: ProbePoint, seconds: float) -> str:
+    where = "at initialization" if point.steps == 0 else f"after {point.examples_seen:,} examples ({point.steps} steps)"
+    where += f", training loss {number_text(point.b_simple_loss, '.3f')}"
     b_simple = (
-        f"B_simple {point['b_simple']:,.0f} ± {point['stderr'] or math.nan:,.0f}" if point["b_simple"] is not None
+        f"B_simple {point.b_simple:,.0f} ± {point.stderr or math.nan:,.0f}" if point.b_simple is not None
         else "B_simple undefined (|G|^2 estimate not positive: more --measurements)"
     )
-    return f"probe    {where}: |G|^2 {point['gradient_sq']:.4g}  tr(Sigma) {point['trace']:.4g}  {b_simple}  ({seconds:.1f} s)"
+    return f"probe    {where}: |G|^2 {point.gradient_sq:.4g}  tr(Sigma) {point.trace:.4g}  {b_simple}  ({seconds:.1f} s)"
 
 
-def prediction_lines(result: dict[str, Any]) -> list[str]:
-    critical = result["critical_batch_size"]
-    if critical is None:
+def prediction_lines(result: ProbeResult, batch_sizes: list[int]) -> list[str]:
+    """What the probe says, for the console: B_simple at the end, its trajectory, and the batch sizes worth searching."""
+    last, span = result.last, result.suggested_range
+    if last.b_simple is None or span is None:
         return ["no prediction: the last |G|^2 estimate is not positive; run again with more --measurements or a longer run."]
-    low, high = result["suggested_range"]
-    inside = ", ".join(f"{b:,}" for b in result["suggested_batch_sizes"]) or "none of the study's batch sizes"
-    trajectory = ", ".join(f"{p['b_simple']:,.0f} at loss {p['b_simple_loss']:.2f}" for p in result["points"] if p["b_simple"] is not None)
+    low, high = span
+    inside = ", ".join(f"{b:,}" for b in batch_sizes if low <= b <= high) or "none of the study's batch sizes"
+    trajectory = ", ".join(f"{p.b_simple:,.0f} at loss {number_text(p.b_simple_loss, '.2f')}" for p in result.points if p.b_simple is not None)
     return [
-        f"B_simple = {critical:,.0f} ± {result['critical_stderr'] or math.nan:,.0f} at training loss {result['b_simple_loss']:.3f} "
-        f"(after {result['train_examples']:,} examples; {result['hyperparams_from']})",
+        f"B_simple = {last.b_simple:,.0f} ± {last.stderr or math.nan:,.0f} at training loss {number_text(last.b_simple_loss, '.3f')} "
+        f"(after {result.train_examples:,} examples; {result.hyperparams_from})",
         f"trajectory  {trajectory}",
         "B_simple is a proxy for the critical batch size, exact only when the Hessian is proportional to the identity; in a frontier "
         "study with its efficiency curve, search.report measures B_crit itself and predicts the frontier from this trajectory.",
         f"suggested batch sizes to search  {low:,.0f} to {high:,.0f} (B_simple/8 to 2 B_simple): {inside}",
     ]
-
-
-
-
-

@@ -1,14 +1,11 @@
-"""A device's speed profile per batch size: a plain record (no torch), stored on the study (one
-per device), read by the trials, the time budget and the report."""
+"""A device's speed profile per batch size: a plain record (no torch), stored on the study by `search.store.measurements`
+(one per device), read by the trials, the time budget and the report."""
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-
-import optuna
 
 PROFILE_ATTR_PREFIX = "speed_profile:"
 # Timed windows per size: the profile keeps their median, slowest and fastest.
@@ -101,24 +98,6 @@ def fastest_micro_batch(profile: SpeedProfile, batch_size: int) -> int:
     """
     candidates = [s for s in profile.sizes if s.batch_size <= batch_size and batch_size % s.batch_size == 0]
     return max(candidates, key=lambda s: s.examples_per_second).batch_size if candidates else batch_size
-
-
-def stored(study: optuna.Study, device_name: str) -> SpeedProfile | None:
-    raw = study.user_attrs.get(PROFILE_ATTR_PREFIX + device_name)
-    return SpeedProfile.from_dict(raw) if raw else None
-
-
-def all_stored(study: optuna.Study) -> list[SpeedProfile]:
-    return profiles_in(study.user_attrs)
-
-
-def profiles_in(study_attrs: Mapping[str, Any]) -> list[SpeedProfile]:
-    """Every device's speed profile stored on a study (its user attributes), one per device."""
-    return [SpeedProfile.from_dict(v) for k, v in sorted(study_attrs.items()) if k.startswith(PROFILE_ATTR_PREFIX)]
-
-
-def store(study: optuna.Study, profile: SpeedProfile) -> None:
-    study.set_user_attr(PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
 
 
 def format_table(profile: SpeedProfile) -> str:

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from search.config.spec import StudySpec
-from search.record import Checkpoint, TrialRecord
+from search.record import BATCH_SIZE, LR, MOMENTUM, Checkpoint, StudyRecord, TrialRecord
 from search.render.text import number_text
 from search.store.urls import backend, redact
 
@@ -22,8 +22,8 @@ def trial_line(trial: FrozenTrial) -> str:
     value = trial.value if record.final_val_loss is None else record.final_val_loss
     timed = record.train_seconds is not None and record.predicted_seconds is not None
     return (
-        f"trial {trial.number:>4}  B={params.get('batch_size', '?'):>5}  lr={number_text(params.get('lr'), '.4g', 'nan')} "
-        f"(eff {number_text(record.effective_lr, '.4g', 'nan')})  momentum={number_text(params.get('momentum'), '.3f', 'nan')}  "
+        f"trial {trial.number:>4}  B={params.get(BATCH_SIZE, '?'):>5}  lr={number_text(params.get(LR), '.4g', 'nan')} "
+        f"(eff {number_text(record.effective_lr, '.4g', 'nan')})  momentum={number_text(params.get(MOMENTUM), '.3f', 'nan')}  "
         f"val_loss={number_text(value, '.4f', str(value))}  {trial.state.name:<8} {number_text(record.examples_seen, ',', '?'):>9} ex  "
         f"{record.wall_seconds or 0:7.1f}s  {record.examples_per_second or 0:8,.0f} ex/s"
         + (f"  trained {record.train_seconds:.1f}s, predicted {record.predicted_seconds:.1f}s" if timed else "")
@@ -46,7 +46,7 @@ def summary(study: optuna.Study, dashboard_url: str) -> str:
         lines.append("best " + trial_line(best))
         lines.append(
             f"     val_acc={number_text(record.final_val_acc, '.4f', '-')}  steps={record.steps}  "
-            f"examples_seen={number_text(record.examples_seen, ',', '-')}  {study.user_attrs.get('lr_parameterization', '')}"
+            f"examples_seen={number_text(record.examples_seen, ',', '-')}  {StudyRecord.of(study).lr_parameterization or ''}"
         )
     else:
         lines.append("no trial has completed yet")

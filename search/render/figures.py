@@ -28,7 +28,7 @@ from search.analysis.pruning import examples_at_end, examples_trained, finished 
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
 from search.analysis.speeds import DeviceSpeeds, trial_points  # noqa: E402
 from search.measure.profile import SpeedProfile  # noqa: E402
-from search.record import TrialRecord  # noqa: E402
+from search.record import Hyperparams, ProbeResult, TrialRecord  # noqa: E402
 
 FIGURE_DPI = 110
 _GREY = "#b0b0b0"
@@ -65,7 +65,7 @@ def _per_batch_size(
     color: str, ylabel: str, title: str, label: str | None = None,
 ) -> None:
     """Every completed trial in grey, the best per batch size in colour, and the gaps marked."""
-    axis.scatter([t.params["batch_size"] for t in done], trial_values, s=14, color=_GREY, zorder=2, label=label and "every completed trial")
+    axis.scatter([Hyperparams.of(t).batch_size for t in done], trial_values, s=14, color=_GREY, zorder=2, label=label and "every completed trial")
     _plot_measured(axis, results, best_values, color, label)
     _mark_unmeasured(axis, results)
     axis.set_ylabel(ylabel)
@@ -88,11 +88,12 @@ def _save(figure: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def _mark_noise_scale(axis: plt.Axes, probe: Mapping[str, Any] | None) -> None:
+def _mark_noise_scale(axis: plt.Axes, probe: ProbeResult | None) -> None:
     """The noise-scale probe's B_simple (a proxy for the critical batch size) with its suggested range."""
-    critical = probe.get("b_simple", probe.get("critical_batch_size")) if probe else None
-    if isinstance(critical, (int, float)):
-        low, high = probe["suggested_range"]  # type: ignore[index]
+    critical = probe.b_simple if probe else None
+    span = probe.suggested_range if probe else None
+    if critical is not None and span is not None:
+        low, high = span
         axis.axvspan(low, high, color="C3", alpha=0.07, label=f"B_simple/8 to 2 B_simple: {low:,.0f}–{high:,.0f}")
         axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_simple = {critical:,.0f} (a proxy for B_crit)")
 
@@ -126,7 +127,7 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
     measured = [r for r in results if r.best is not None]
     figure, (lr_axis, momentum_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     lr_axis.scatter(
-        [t.params["batch_size"] for t in done], [_or_nan(TrialRecord.of(t).effective_lr) for t in done], s=14, color=_GREY,
+        [Hyperparams.of(t).batch_size for t in done], [_or_nan(TrialRecord.of(t).effective_lr) for t in done], s=14, color=_GREY,
         label="every completed trial", zorder=2,
     )
     fitted = fitted_sizes(results)
@@ -158,7 +159,7 @@ def figure_lr_and_momentum(results: list[BatchSizeResult], done: list[FrozenTria
     # Below the axes: on log-log axes any corner may hold points.
     lr_axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     _per_batch_size(
-        momentum_axis, results, done, [t.params.get("momentum", math.nan) for t in done], [r.best_momentum for r in results], "C4",
+        momentum_axis, results, done, [Hyperparams.of(t).momentum for t in done], [r.best_momentum for r in results], "C4",
         "momentum", "Momentum of the best trial per batch size",
     )
     momentum_axis.set_ylim(0, 1)  # the whole range: never zoomed onto a few draws
@@ -265,7 +266,7 @@ def figure_profile(profiles: list[SpeedProfile], trials: list[FrozenTrial], path
         rates = [s.examples_per_second for s in profile.sizes]
         errors = [[r - s.slowest for r, s in zip(rates, profile.sizes)], [s.fastest - r for r, s in zip(rates, profile.sizes)]]
         axis.errorbar(xs, rates, yerr=errors, fmt="o-", color=color, capsize=3, label=f"profile: {profile.device} (median, slowest-fastest)")
-        ran = [(t.params["batch_size"], r.examples_per_second) for t in trials if (r := TrialRecord.of(t)).device == profile.device and r.examples_per_second]
+        ran = [(Hyperparams.of(t).batch_size, r.examples_per_second) for t in trials if (r := TrialRecord.of(t)).device == profile.device and r.examples_per_second]
         axis.scatter(
             [b for b, _ in ran], [rate for _, rate in ran], marker="x", color=color,
             alpha=0.6, label=f"trials on {profile.device} (whole training run)",

@@ -8,49 +8,36 @@ opens anywhere. Nothing here imports torch or lightning.
 from __future__ import annotations
 
 import html
-import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.analysis.critical import CriticalBatch, critical_batch, critical_sentences
-from search.analysis.diagnostics import (
-    diagnostics_summary,
-    latest_probe,
-    probe_sentence,
-)
+from search.analysis.critical import CriticalBatch
 from search.analysis.evaluation import (
     EvaluationResult,
-    evaluation_results,
     mean_spread_text,
 )
 from search.analysis.frontier import (
     FrontierRow,
-    claims,
-    exponent_fit,
-    frontier_rows,
-    recommend,
-    seed_losses,
 )
-from search.analysis.per_batch_size import BatchSizeResult, per_batch_size
-from search.analysis.pruning import examples_at_end, pruning_savings
-from search.analysis.scaling import lr_fits
+from search.analysis.per_batch_size import BatchSizeResult
 from search.analysis.schedules import (
     ScheduleRow,
-    schedule_comparison,
-    schedule_sentence,
 )
 from search.analysis.speeds import (
     DeviceSpeeds,
-    two_speeds,
     two_speeds_sentence,
 )
-from search.analysis.summary import summary_lines
-from search.measure.profile import SpeedProfile, profiles_in
-from search.record import TrialRecord, ranked
+from search.analysis.study_report import StudyReport
+from search.measure.profile import SpeedProfile
+from search.record import (
+    Hyperparams,
+    ProbeResult,
+    StudyRecord,
+)
 from search.render.figures import (
     figure_best_per_batch_size,
     figure_curves,
@@ -62,7 +49,7 @@ from search.render.figures import (
     figure_two_speeds,
 )
 from search.render.text import number_text
-from search.store.trials import TrialRow, completed, state_counts
+from search.store.trials import TrialRow, state_counts
 from search.store.urls import redact
 
 
@@ -107,23 +94,23 @@ def _two_speeds_section(speeds: list[DeviceSpeeds], profiles: list[SpeedProfile]
 
 
 
-def _probe_section(probe: Mapping[str, Any] | None, study_name: str) -> str:
+def _probe_section(probe: ProbeResult | None, study_name: str) -> str:
     if probe is None:
         return (
             f"<p>No noise-scale probe is stored on this study. Run <code>python -m search.probe --study {html.escape(study_name)}</code> "
             "to measure B_simple along a run (in a frontier study, of its tuned smallest batch size) and predict the frontier from it.</p>"
         )
     rows = [
-        [f"{p['examples_seen']:,}", number_text(p.get("b_simple_loss"), ".3f"), f"{p['gradient_sq']:.4g}", f"{p['trace']:.4g}",
-         number_text(p["b_simple"], ",.0f"), number_text(p["stderr"], ",.0f")]
-        for p in probe["points"]
+        [f"{p.examples_seen:,}", number_text(p.b_simple_loss, ".3f"), f"{p.gradient_sq:.4g}", f"{p.trace:.4g}",
+         number_text(p.b_simple, ",.0f"), number_text(p.stderr, ",.0f")]
+        for p in probe.points
     ]
     return (
-        f"<p>Probe of {html.escape(str(probe['created']))}: batch size {probe['batch_size']:,}, effective learning rate "
-        f"{probe['effective_lr']:.4g}, momentum {probe['momentum']:.3f} "
-        f"({html.escape(str(probe.get('hyperparams_from', 'untuned: the middle of the search space')))}), augmentation on; "
-        f"{html.escape(str(probe.get('normalization', 'batch norm over each chunk (a probe from before ghost groups)')))}; gradient norms at "
-        f"{probe['small_batch']} and {probe['big_batch']} examples averaged over {probe['measurements']} big batches per point "
+        f"<p>Probe of {html.escape(probe.created)}: batch size {probe.batch_size:,}, effective learning rate "
+        f"{probe.effective_lr:.4g}, momentum {probe.momentum:.3f} "
+        f"({html.escape(probe.hyperparams_from)}), augmentation on; "
+        f"{html.escape(probe.normalization)}; gradient norms at "
+        f"{probe.small_batch} and {probe.big_batch} examples averaged over {probe.measurements} big batches per point "
         "(McCandlish et al. 2018, Appendix A); ± is a jackknife standard error over those batches. B_simple is a proxy for "
         "the critical batch size, exact only when the Hessian is proportional to the identity.</p>"
         + _table(["examples seen", "training loss at the estimate", "|G|² estimate", "tr(Σ) estimate", "B_simple", "± standard error"], rows)
@@ -186,7 +173,7 @@ def _batch_size_table(results: list[BatchSizeResult]) -> str:
         best = r.best
         rows.append([
             f"{r.batch_size:,}", str(r.sampled), str(r.completed), number_text(r.best_loss, ".4f"), number_text(r.best_val_acc, ".4f"),
-            number_text(best.params.get("lr") if best else None, ".4g"), number_text(r.best_effective_lr, ".4g"),
+            number_text(Hyperparams.of(best).lr if best else None, ".4g"), number_text(r.best_effective_lr, ".4g"),
             number_text(r.best_momentum, ".3f"), str(best.number) if best else "–",
         ])
     return _table(
@@ -264,7 +251,8 @@ img { max-width: 100%; border: 1px solid #eee; } .meta { color: #555; font-size:
 
 
 def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: list[FrozenTrial], sections: dict[str, str]) -> str:
-    spec = study.user_attrs.get("spec", {})
+    attributes = StudyRecord.of(study)
+    spec = attributes.spec or {}
     dataset, user_data, model = spec.get("dataset") or {}, spec.get("data") or {}, spec.get("model") or {}
     data_text = user_data.get("class_path") or f"{dataset.get('name', '?')}{' (' + str(dataset.get('path')) + ')' if dataset.get('path') else ''}"
     model_text = model.get("class_path") or f"{model.get('name', '?')} {model.get('args', '')}"
@@ -272,8 +260,8 @@ def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: 
         f"Storage {redact(url)}. {len(trials)} trials: {state_counts(trials)}. "
         f"Data: {data_text}; model: {model_text}; optimizer: {(spec.get('optimizer') or {}).get('name', 'sgd')}; budget: "
         + (f"{spec['budget_seconds']:g} s of training per trial (steps from the speed profile); " if spec.get("budget_seconds") else
-           f"{study.user_attrs.get('budget_examples', 0):,} training examples per trial, validation every {study.user_attrs.get('report_every_examples', 0):,}; ")
-        + f"{study.user_attrs.get('lr_parameterization', '')}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+           f"{attributes.budget_examples or 0:,} training examples per trial, validation every {attributes.report_every_examples or 0:,}; ")
+        + f"{attributes.lr_parameterization or ''}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Batch-size report: {html.escape(study.study_name)}</title>
@@ -319,70 +307,33 @@ threshold; the gap is the validation loss minus the loss on a fixed training sub
 """
 
 
-def write_report(
-    study: optuna.Study, evaluation_study: optuna.Study | None, url: str, out: Path, target_loss: float | None = None,
-) -> tuple[Path, list[str]]:
-    """Write report.html and its figures into `out`; returns the page and the summary sentences."""
-    done = completed(study)
+def write_report(report: StudyReport, study: optuna.Study, url: str, out: Path) -> Path:
+    """Write report.html, its figures and summary.json (the report serialized) into `out`; returns the page."""
     out.mkdir(parents=True, exist_ok=True)
-    all_trials = study.get_trials(deepcopy=False)
-    trials = ranked(all_trials)  # the efficiency curve's shorter runs enter the critical batch size only
-    records = [TrialRecord.of(t) for t in trials]
-    budget = int(study.user_attrs.get("budget_examples") or max(r.examples_seen or 0 for r in records))
-    if study.user_attrs.get("spec", {}).get("budget_seconds"):
-        # A time budget: the longest trial planned (steps from the speed profile).
-        budget = max((examples_at_end(t, budget) for t, r in zip(trials, records) if r.budget_seconds is not None), default=budget)
-    results = per_batch_size(trials)
+    trials, done, results = report.ranked_trials, report.completed_trials, report.per_batch_size
     sizes = [r.batch_size for r in results]
-    fits = lr_fits(results)
-    savings = pruning_savings(trials, budget)
-    runs = evaluation_study.get_trials(deepcopy=False) if evaluation_study else []
-    evaluation = evaluation_results(trials, runs)
-    rows = frontier_rows(trials)
-    frontier = any(r.frontier_role for r in records)
-    fit = exponent_fit(rows)
-    advice = recommend(trials, rows)
-    summary = ([advice.reason] if advice else []) + (claims(trials, rows, fit) if frontier else [])
-    summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
-    probe = latest_probe(study.user_attrs)
-    critical = critical_batch(all_trials, seed_losses(trials), probe) if frontier else None
-    summary += critical_sentences(critical, sizes) if critical else [probe_sentence(probe)]
-    summary += diagnostics_summary(trials)
-    speeds = two_speeds(trials, target_loss)
-    summary += [two_speeds_sentence(s) for s in speeds]
-    schedules = schedule_comparison(trials)
-    summary += [line for line in [schedule_sentence(schedules)] if line]
+    fits = (report.lr_fits[0], report.lr_fits[1])
+    advice, critical, rows = report.recommendation, report.critical_batch, report.frontier
     sections = {
-        "summary": "".join(f"<p>{html.escape(line)}</p>" for line in summary),
+        "summary": "".join(f"<p>{html.escape(line)}</p>" for line in report.summary),
         "frontier": _frontier_section(
             rows, advice.reason if advice else None, sizes,
-            figure_frontier(rows, sizes, fit, out / "frontier.png", critical) if frontier else None,
+            figure_frontier(rows, sizes, report.lr_exponent, out / "frontier.png", critical) if report.is_frontier else None,
         ),
         "critical": _critical_section(critical),
-        "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", probe),
+        "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", report.probe),
         "diagnostics_png": figure_sharpness_and_gap(trials, results, out / "sharpness_and_gap.png"),
-        "probe": _probe_section(probe, study.study_name),
+        "probe": _probe_section(report.probe, study.study_name),
         "lr_png": figure_lr_and_momentum(results, done, fits, out / "lr_and_momentum.png"),
-        "curves_png": figure_curves(results, budget, out / "loss_curves.png"),
-        "pruning_png": figure_pruning(trials, budget, out / "pruning.png"),
+        "curves_png": figure_curves(results, report.budget_examples, out / "loss_curves.png"),
+        "pruning_png": figure_pruning(trials, report.budget_examples, out / "pruning.png"),
         "batch_table": _batch_size_table(results),
-        "schedules": _schedule_section(schedules),
-        "evaluation": _evaluation_section(evaluation, study.study_name),
+        "schedules": _schedule_section(report.schedules),
+        "evaluation": _evaluation_section(report.evaluation, study.study_name),
         "top_table": _top_trials_table(done),
-        "two_speeds": _two_speeds_section(speeds, profiles_in(study.user_attrs), trials, out),
+        "two_speeds": _two_speeds_section(report.speeds, report.profiles, trials, out),
     }
     page = out / "report.html"
     page.write_text(render_html(study, url, trials, done, sections), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps({
-        "study": study.study_name,
-        "strategy": "frontier" if frontier else "joint",
-        "frontier": [r.as_dict() for r in rows],
-        "recommendation": None if advice is None else {
-            "batch_size": advice.batch_size, "lr": advice.lr, "effective_lr": advice.effective_lr, "momentum": advice.momentum,
-            "reason": advice.reason,
-        },
-        "lr_exponent": None if fit is None else {"exponent": fit.exponent, "ci95": [fit.low, fit.high], "rules_inside": list(fit.rules_inside)},
-        "critical_batch": None if critical is None else critical.as_dict(),
-        "claims": summary,
-    }, indent=2, allow_nan=False), encoding="utf-8")
-    return page, summary
+    (out / "summary.json").write_text(report.to_json(), encoding="utf-8")
+    return page

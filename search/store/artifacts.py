@@ -27,7 +27,7 @@ import fcntl
 import json
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Callable, Iterable
 
 import optuna
 import sqlalchemy
@@ -38,7 +38,8 @@ from sqlalchemy.engine import make_url
 
 from search.config.spec import StudySpec
 from search.errors import UserError
-from search.record import TrialRecord, is_finite
+from search.record import StudyRecord, TrialRecord, is_finite
+from search.store.optuna_internals import study_system_attrs
 from search.store.reconnect import RETRY_WINDOW_SECONDS
 from search.store.storage import TrialGate
 from search.store.trials import is_completed
@@ -61,7 +62,7 @@ def artifact_folder(study_name: str, url: str, configured: str | None) -> Path |
 def study_artifact_folder(study: optuna.Study, url: str) -> Path | None:
     """The artifact folder of a study that `search.run` created (its stored spec's checkpoints.dir);
     a study kept next to it, such as `<study>:evaluation`, shares its source study's."""
-    spec = study.user_attrs.get("spec") or {}
+    spec = StudyRecord.of(study).spec or {}
     return artifact_folder(study.study_name.partition(":")[0], url, (spec.get("checkpoints") or {}).get("dir"))
 
 
@@ -201,7 +202,7 @@ class CheckpointKeeper:
 
 def _study_artifacts(study: optuna.Study) -> dict[str, str]:
     """filename -> artifact id of the study's own artifacts (entries that the dashboard deleted are null)."""
-    attrs: dict[str, Any] = study._storage.get_study_system_attrs(study._study_id)
+    attrs = study_system_attrs(study)
     found = {}
     for key, value in attrs.items():
         meta = json.loads(value) if key.startswith(ARTIFACT_ATTR_PREFIX) and isinstance(value, str) else None

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from search.config.load import validate_spec
 from search.config.spec import StudySpec
 from search.errors import UserError
+from search.record import StudyRecord
 from search.store.reconnect import (
     RETRY_WINDOW_SECONDS,
     Reconnecting,
@@ -177,14 +178,13 @@ def create_or_resume(
         )
     except sqlalchemy.exc.OperationalError as error:
         raise UserError(f"Cannot write to the study storage: {_explain(error)}. Check that it is writable (not read-only) and run again.") from None
-    stored = study.user_attrs.get("comparability")
+    stored = StudyRecord.of(study).comparability
     key = {**spec.comparability_key(), "data_fingerprint": data_fingerprint}
     if stored is None:
-        study.set_user_attr("comparability", key)
-        study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
-        study.set_user_attr("lr_parameterization", spec.lr_parameterization.describe())
-        study.set_user_attr("budget_examples", spec.budget_examples)
-        study.set_user_attr("report_every_examples", spec.report_every())
+        StudyRecord(
+            comparability=key, spec=spec.model_dump(mode="json", exclude={"storage"}), lr_parameterization=spec.lr_parameterization.describe(),
+            budget_examples=spec.budget_examples, report_every_examples=spec.report_every(),
+        ).store(study)
         study.set_metric_names(["final_val_loss"])
     elif stored != key:
         changed = sorted(k for k in key if stored.get(k) != key[k])
@@ -244,7 +244,7 @@ class TrialGate(Reconnecting):
 
 def stored_spec(study: optuna.Study, data: str | None) -> StudySpec:
     """The spec the study was run with (the data location replaced by `data` when given)."""
-    raw: dict[str, Any] | None = study.user_attrs.get("spec")
+    raw = StudyRecord.of(study).spec
     if raw is None:
         raise UserError(
             f"Study '{study.study_name}' has no stored study spec, so it was not created by `python -m search.run` "

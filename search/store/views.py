@@ -43,7 +43,7 @@ from search.stats import T975, Z975
 VIEW_NAMES = ("search_frontier", "search_best", "search_evaluation", "search_trials")
 # Study user attributes that mark the studies each view covers (set by search.storage / search.evaluate).
 SEARCH_MARKER = "comparability"
-EVALUATION_MARKER = "evaluation_of"
+EVALUATION_MARKER = "evaluation_of"  # StudyRecord.evaluation_of
 _LOCK_KEY = int.from_bytes(hashlib.sha1(b"batch-size-search views").digest()[:8], "big", signed=True)
 
 

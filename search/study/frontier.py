@@ -19,7 +19,7 @@ frontier into the critical batch size. Each trial trains its own full schedule o
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -27,7 +27,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config.spec import EFFICIENCY_FRACTIONS, StudySpec
-from search.record import EFFICIENCY, SEARCH, SEED, TrialRecord
+from search.record import (
+    BATCH_SIZE,
+    EFFICIENCY,
+    SEARCH,
+    SEED,
+    TrialRecord,
+    batch_size_of,
+)
 
 # A slot whose trials failed this often is given up (e.g. out of memory at that batch size).
 MAX_ATTEMPTS = 2
@@ -69,7 +76,7 @@ def best_search_trial(trials: list[FrozenTrial], batch_size: int) -> FrozenTrial
     """The completed search trial of `batch_size` with the lowest final validation loss."""
     done = [
         t for t in trials
-        if t.state == TrialState.COMPLETE and t.params.get("batch_size") == batch_size
+        if t.state == TrialState.COMPLETE and batch_size_of(t) == batch_size
         and TrialRecord.of(t).frontier_role == SEARCH and t.value is not None and t.value == t.value
     ]
     return min(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
@@ -106,9 +113,10 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
     for slot in slots:
         if taken(slot):
             continue
-        attrs = TrialRecord(frontier_role=slot.role, frontier_index=slot.index, frontier_slot=slot.number)
+        fraction = slot.fraction if slot.role == EFFICIENCY else None
+        attrs = TrialRecord(frontier_role=slot.role, frontier_index=slot.index, frontier_slot=slot.number, frontier_fraction=fraction)
         if slot.role == SEARCH:
-            study.enqueue_trial({"batch_size": slot.batch_size}, user_attrs=attrs.attrs())
+            study.enqueue_trial({BATCH_SIZE: slot.batch_size}, user_attrs=attrs.attrs())
             return "queued"
         if not all(settled(s) for s in slots if s.role == SEARCH and s.batch_size == slot.batch_size):
             waiting = True
@@ -116,7 +124,6 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
         best = best_search_trial(trials, slot.batch_size)
         if best is None:
             continue  # no search trial of this batch size completed: nothing to re-run
-        extra = {"frontier_fraction": slot.fraction} if slot.role == EFFICIENCY else {}
-        study.enqueue_trial(dict(best.params), user_attrs={**attrs.attrs(), "frontier_of": best.number, **extra})
+        study.enqueue_trial(dict(best.params), user_attrs=replace(attrs, frontier_of=best.number).attrs())
         return "queued"
     return "waiting" if waiting else "done"

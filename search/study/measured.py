@@ -16,13 +16,12 @@ from search.measure.profile import (
     PROFILE_ATTR_PREFIX,
     SpeedProfile,
     format_table,
-    store,
-    stored,
 )
 from search.measure.speed import measure
 from search.measure.time_budget import check_time_budget
 from search.record import PROBE_PREFIX
 from search.store import measurements
+from search.store.optuna_internals import storage_of
 
 
 def ensure_profile(
@@ -30,9 +29,9 @@ def ensure_profile(
 ) -> SpeedProfile | None:
     """This device's profile for the study's model and data (see `device_profile`), copied onto the
     study (its report reads it there), and checked against a time budget."""
-    profile = device_profile(study._storage, study, spec, data, device_name, measure_if_missing)
-    if profile is not None and stored(study, device_name) != profile:
-        store(study, profile)
+    profile = device_profile(storage_of(study), study, spec, data, device_name, measure_if_missing)
+    if profile is not None and measurements.stored_profile(study, device_name) != profile:
+        measurements.store_profile(study, profile)
     check_budget_profile(spec, profile, device_name)
     return profile
 
@@ -43,7 +42,7 @@ def device_profile(
 ) -> SpeedProfile | None:
     """The profile on the study (if it exists), else among the storage's measurements, else
     measured now and saved there (if allowed): no study is needed, none is created."""
-    profile = stored(study, device_name) if study is not None else None
+    profile = measurements.stored_profile(study, device_name) if study is not None else None
     of = measurements.subject(spec, data.fingerprint)
     if profile is None:
         saved = measurements.saved(storage, of, PROFILE_ATTR_PREFIX + device_name)
@@ -85,6 +84,6 @@ def save_profile(storage: optuna.storages.BaseStorage, of: str, profile: SpeedPr
 
 def share_probes(study: optuna.Study, spec: StudySpec, data_fingerprint: str | None) -> None:
     """Copy the probes measured for this model and data onto the study (the report reads them there)."""
-    for name, probe in measurements.saved(study._storage, measurements.subject(spec, data_fingerprint), PROBE_PREFIX).items():
+    for name, probe in measurements.saved(storage_of(study), measurements.subject(spec, data_fingerprint), PROBE_PREFIX).items():
         if name not in study.user_attrs:
             study.set_user_attr(name, probe)

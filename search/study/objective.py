@@ -22,6 +22,7 @@ from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.measure.sharpness import diagnose
 from search.record import SEED, TrialRecord, is_finite
 from search.store.artifacts import CheckpointKeeper
+from search.store.optuna_internals import frozen
 from search.store.urls import RESULTS_DIR
 from search.study import space
 from search.study.frontier import efficiency_budget, paired_seed
@@ -65,8 +66,7 @@ class Objective:
             self.on_start()
         started = time.perf_counter()
         spec = self._trial_spec(trial)
-        # Optuna 5 exposes system attributes only on frozen trials: ask the storage for ours.
-        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen(trial))
         if retried is not None:
             TrialRecord(retry_of=retried).store(trial)
         hp = space.sample(trial, spec)
@@ -162,7 +162,8 @@ class Objective:
     @staticmethod
     def _frontier_attrs(trial: optuna.Trial) -> dict[str, Any]:
         """What places a trial in the frontier's plan: a re-queued copy keeps it."""
-        return {k: v for k, v in trial.user_attrs.items() if k.startswith("frontier_")}
+        record = TrialRecord.of(trial)
+        return TrialRecord(**{name: getattr(record, name) for name in TrialRecord.names() if name.startswith("frontier_")}).attrs()
 
     def _trained_rates(self, study: optuna.Study) -> dict[int, float]:
         """Median examples/s that this device's finished trials trained at, by micro-batch size."""

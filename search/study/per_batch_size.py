@@ -9,7 +9,6 @@ the storage: every reader sees the same subset.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Container, Sequence
 from typing import Any, Callable
 
@@ -18,12 +17,13 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import SEARCH
+from search.record import BATCH_SIZE, SEARCH, TrialRecord, batch_size_of
+from search.store.optuna_internals import fixed_params, storage_of, with_storage
 
 
 def _delegate(name: str) -> Callable[..., Any]:
     def method(self: _OneBatchSizeStorage, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._storage, name)(*args, **kwargs)
+        return getattr(self._inner, name)(*args, **kwargs)
 
     method.__name__ = name
     return method
@@ -31,14 +31,14 @@ def _delegate(name: str) -> Callable[..., Any]:
 
 class _OneBatchSizeStorageBase(BaseStorage):
     def __init__(self, storage: BaseStorage, batch_size: int) -> None:
-        self._storage = storage
+        self._inner = storage
         self._batch_size = batch_size
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        trials = self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        return [t for t in trials if t.params.get("batch_size") == self._batch_size]
+        trials = self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        return [t for t in trials if batch_size_of(t) == self._batch_size]
 
 
 # Every other storage method is the real storage's.
@@ -51,18 +51,15 @@ _OneBatchSizeStorage = type(
 
 def trial_batch_size(trial: FrozenTrial) -> int | None:
     """The trial's batch size: suggested, or fixed by the frontier's queue before it is suggested."""
-    value = trial.params.get("batch_size", trial.system_attrs.get("fixed_params", {}).get("batch_size"))
-    return None if value is None else int(value)
+    value = batch_size_of(trial)
+    return value if value is not None else fixed_params(trial).get(BATCH_SIZE)
 
 
 def one_batch_size(study: optuna.Study, batch_size: int | None) -> optuna.Study:
     """The study with only the trials of `batch_size` (the study itself for None)."""
     if batch_size is None:
         return study
-    view = copy.copy(study)
-    view._storage = _OneBatchSizeStorage(study._storage, batch_size)
-    view._thread_local = type(study._thread_local)()  # its own trial cache
-    return view
+    return with_storage(study, _OneBatchSizeStorage(storage_of(study), batch_size))
 
 
 class PerBatchSizeSampler(optuna.samplers.BaseSampler):
@@ -97,6 +94,6 @@ class WithinBatchSizePruner(optuna.pruners.BasePruner):
         self.base = base
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get("frontier_role") not in (None, SEARCH):
+        if TrialRecord.of(trial).frontier_role not in (None, SEARCH):
             return False  # a seed or efficiency re-run measures its configuration to the end
         return self.base.prune(one_batch_size(study, trial_batch_size(trial)), trial)

@@ -9,18 +9,25 @@ import optuna
 
 from search.config.spec import MomentumRange, StudySpec
 from search.errors import UserError
-from search.record import Hyperparams
+from search.record import (
+    BATCH_SIZE,
+    LR,
+    MOMENTUM,
+    ONE_MINUS_MOMENTUM,
+    SCHEDULE,
+    Hyperparams,
+)
 from search.study.per_batch_size import PerBatchSizeSampler
 
 
 def sample(trial: optuna.Trial, spec: StudySpec) -> Hyperparams:
     """Sample batch size, learning rate and momentum jointly (TPE models them together)."""
     space = spec.search_space
-    batch_size = int(trial.suggest_categorical("batch_size", space.batch_sizes()))
-    lr = trial.suggest_float("lr", space.lr.low, space.lr.high, log=space.lr.log)
+    batch_size = int(trial.suggest_categorical(BATCH_SIZE, space.batch_sizes()))
+    lr = trial.suggest_float(LR, space.lr.low, space.lr.high, log=space.lr.log)
     momentum = _sample_momentum(trial, space.momentum)
     # A single listed schedule is fixed, not a parameter: studies without the choice keep their parameters.
-    schedule = str(trial.suggest_categorical("schedule", space.schedule)) if len(space.schedule) > 1 else space.schedule[0]
+    schedule = str(trial.suggest_categorical(SCHEDULE, space.schedule)) if len(space.schedule) > 1 else space.schedule[0]
     return Hyperparams(batch_size, lr, momentum, spec.lr_parameterization.effective_lr(lr, batch_size, momentum), schedule)
 
 
@@ -29,9 +36,9 @@ def _sample_momentum(trial: optuna.Trial, momentum: MomentumRange) -> float:
     a one-point parameter: every reader finds it under `momentum`, a re-run of the trial's
     parameters (`enqueue_trial`) gets the same value, and samplers skip one-point parameters."""
     if momentum.log != "one_minus":
-        return trial.suggest_float("momentum", momentum.low, momentum.high, log=momentum.log)
-    value = 1 - trial.suggest_float("one_minus_momentum", 1 - momentum.high, 1 - momentum.low, log=True)
-    return trial.suggest_float("momentum", value, value)
+        return trial.suggest_float(MOMENTUM, momentum.low, momentum.high, log=momentum.log)
+    value = 1 - trial.suggest_float(ONE_MINUS_MOMENTUM, 1 - momentum.high, 1 - momentum.low, log=True)
+    return trial.suggest_float(MOMENTUM, value, value)
 
 
 def sampler_seed(seed: int, trials_so_far: int = 0, worker_index: int = 0, host: str = "") -> int:

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config.spec import StudySpec
 from search.data.source import TrialData, load_data
 from search.errors import TrialFailed
+from search.record import TrialRecord
 from search.store.artifacts import CheckpointKeeper
 from search.store.storage import TrialGate, open_storage
 from search.study.frontier import queue_next
@@ -138,7 +139,7 @@ def run_worker(
         recent = finished[-MAX_FAILURES_IN_A_ROW:]
         if len(recent) == MAX_FAILURES_IN_A_ROW and all(t.state == TrialState.FAIL for t in recent):
             print(f"worker {worker_index}: {MAX_FAILURES_IN_A_ROW} trials failed in a row "
-                  f"({recent[-1].user_attrs.get('reason', 'see above')}); stopping this worker.", file=sys.stderr)
+                  f"({TrialRecord.of(recent[-1]).reason or 'see above'}); stopping this worker.", file=sys.stderr)
             return 1
     if STOP:
         print(f"worker {worker_index}: {STOP.reason}; run the same command again to resume the study.", file=sys.stderr, flush=True)

@@ -3,28 +3,45 @@ nn.Module or LightningModule), its training step, and the check that it trains o
 before the study exists."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
 from search.config.classpath import instantiate
-from search.config.spec import CodeSpec, StudySpec
+from search.config.spec import BUILTIN_MODELS, CodeSpec, StudySpec
 from search.data.source import TrialData
 from search.errors import UserError
-from search.models import build_model as build_builtin_model
 from search.train.loss import build_loss
 from search.train.step import TrainingStep
+
+# The project's folder, which holds the built-in models (models/) beside the built-in studies (studies/).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def model_code(spec: StudySpec, data: TrialData) -> tuple[CodeSpec, str | None]:
+    """The model's class path and arguments, and the folder it resolves from: the user's, or for a built-in
+    `model.name` the same route to the project's models/ folder, with the data's class count and channels."""
+    if spec.model.class_path is not None:
+        return CodeSpec(class_path=spec.model.class_path, init_args=spec.model.init_args), spec.code_dir
+    name = spec.model.name
+    if name not in BUILTIN_MODELS:
+        raise UserError(
+            f"unknown model '{name}': the built-in models are {', '.join(sorted(BUILTIN_MODELS))}; for your own, give model.class_path."
+        )
+    assert data.num_classes is not None, "the built-in models classify images"
+    arguments = {"num_classes": data.num_classes, "in_channels": data.image_shape[0], **spec.model.args}  # type: ignore[attr-defined]
+    return CodeSpec(class_path=BUILTIN_MODELS[name], init_args=arguments), str(PROJECT_ROOT)
 
 
 def build_model(spec: StudySpec, data: TrialData) -> nn.Module:
     """A freshly initialized model (from torch's global seed: seed first for a reproducible start)."""
-    if spec.model.class_path is not None:
-        model = instantiate(CodeSpec(class_path=spec.model.class_path, init_args=spec.model.init_args), spec.code_dir, role="model")
-        if not isinstance(model, nn.Module):
-            raise UserError(f"The model `{spec.model.class_path}` built a {type(model).__name__}, not a torch.nn.Module or LightningModule.")
-        return model
-    assert spec.model.name is not None and data.num_classes is not None
-    return build_builtin_model(spec.model.name, data.num_classes, data.image_shape[0], **spec.model.args)  # type: ignore[attr-defined]
+    code, code_dir = model_code(spec, data)
+    model = instantiate(code, code_dir, role="model")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"The model `{code.class_path}` built a {type(model).__name__}, not a torch.nn.Module or LightningModule.")
+    return model
 
 
 def training_step(spec: StudySpec, model: nn.Module, device: torch.device, autocast: bool | None = None) -> TrainingStep:
