@@ -1,9 +1,10 @@
-"""The Python API, for notebooks and scripts; the commands are thin layers over it.
+"""The Python API, for notebooks and scripts; every command is argument parsing plus one call here.
 
     from search import Study
     study = Study.from_file("studies/smoke.yaml", overrides={"budget_examples": 2048})
     study.run(n_trials=8)
     study.best(top=3)
+    report = Study.open("smoke").analyze()     # everything the report says, as one object
 
 Everything a user can get wrong is checked before the storage is touched: the study file,
 the data, the model, the budget, the database. Then the study is created (or resumed) once
@@ -11,6 +12,8 @@ and the workers (one per GPU, or the CPU) share it until the study-wide number o
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,17 +21,47 @@ from typing import Any
 import optuna
 import sqlalchemy
 import torch
-from optuna.trial import FrozenTrial
 
+from search.analysis.evaluation import evaluation_results
+from search.analysis.frontier import frontier_rows
+from search.analysis.study_report import StudyReport, analyze
 from search.config.load import load_spec, validate_spec
 from search.config.spec import StudySpec
 from search.data.source import load_data
 from search.errors import EXIT_USER_ERROR, UserError
-from search.record import TrialRecord
-from search.render.console import Progress, print_header, summary
-from search.store.storage import create_or_resume, open_storage
-from search.store.trials import completed
+from search.measure.probe import (
+    ProbeRun,
+    ProbeSettings,
+    normalization_group,
+    run_probe,
+    untuned_run,
+)
+from search.measure.profile import SpeedProfile
+from search.measure.speed import measure, profile_sizes
+from search.record import ProbeResult, TrialRecord
+from search.render.console import (
+    Progress,
+    evaluation_line,
+    evaluation_summary_line,
+    print_header,
+    summary,
+)
+from search.render.page import write_report
+from search.store import measurements
+from search.store.artifacts import study_artifact_folder, upload_figures
+from search.store.storage import create_or_resume, open_storage, stored_spec
+from search.store.trials import (
+    EVALUATION_SUFFIX,
+    TrialRow,
+    completed,
+    connect,
+    find,
+    load,
+    locate,
+    state_counts,
+)
 from search.store.urls import backend, redact, resolve_url
+from search.study import evaluation
 from search.study.launch import describe_workers, spawn_workers, worker_count
 from search.study.measured import check_budget_profile, device_profile, share_probes
 from search.study.pruners import build_pruner
@@ -41,17 +74,37 @@ from search.train.model import check_model
 
 
 class Study:
-    """A study: what it trains (its spec) and where its trials are stored (a database URL)."""
+    """A study: what it trains (its spec) and where its trials are stored (a database URL).
 
-    def __init__(self, spec: StudySpec, storage: str | None = None) -> None:
-        self.spec = spec
-        self.url = resolve_url(storage, spec.name, spec.storage)
+    `from_file` is a study to run; `open` is a stored study to read, report on, evaluate or measure,
+    named by its study file or by its name in the storage."""
+
+    def __init__(self, spec: StudySpec | None, storage: str | None = None, name: str | None = None, source: str | None = None) -> None:
+        if spec is None and name is None:
+            raise ValueError("a Study needs its spec or its name")
+        self._spec = spec
+        self.name: str = spec.name if spec is not None else name  # type: ignore[assignment]
+        self.url = resolve_url(storage, self.name, spec.storage if spec is not None else None)
+        self._source = source  # the study file or name it was opened by
 
     @classmethod
     def from_file(cls, study: str | Path, storage: str | None = None, overrides: dict[str, Any] | None = None) -> Study:
         """A study file (a path, or a name in studies/), with study-file keys overridden by
         dotted name, e.g. {"budget_examples": 20000, "dataset.path": "cifar10.tar.gz"}."""
         return cls(load_spec(str(study), overrides), storage)
+
+    @classmethod
+    def open(cls, study: str, storage: str | None = None) -> Study:
+        """A stored study, by its study file or its name in the storage (resolved as `search.run` resolves them)."""
+        name, url = locate(study, storage)
+        return cls(None, url, name, source=study)
+
+    @property
+    def spec(self) -> StudySpec:
+        """The spec: from the study file, or the one stored with the study."""
+        if self._spec is None:
+            self._spec = stored_spec(self.optuna_study(), None)
+        return self._spec
 
     def with_settings(self, **settings: Any) -> Study:
         """The same study with top-level settings changed (validated again), e.g. n_trials=8."""
@@ -100,7 +153,7 @@ class Study:
             storage.engine.dispose()  # no pooled connection may cross into the workers
             code = spawn_workers(spec, url, count, quiet, speed_profile)
         try:
-            print(summary(study, redact(url)), flush=True)
+            print(summary(analyze(study), study, redact(url)), flush=True)
         except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
             # The workers have said why (a lost database); what they finished is stored.
             print(f"the storage {redact(url)} cannot be read now, so no summary; `python -m search.best` shows the study later", file=sys.stderr)
@@ -108,10 +161,145 @@ class Study:
         return code
 
     def optuna_study(self) -> optuna.Study:
-        """The stored Optuna study (for Optuna's own API and plots)."""
-        return optuna.load_study(study_name=self.spec.name, storage=open_storage(self.url))
+        """The stored Optuna study (for Optuna's own API and plots); an unknown study is a UserError."""
+        return load(connect(self.url), self.name, self.url)
 
-    def best(self, top: int = 5) -> list[tuple[FrozenTrial, TrialRecord]]:
-        """The `top` completed trials, lowest final validation loss first, with their records."""
-        trials = sorted(completed(self.optuna_study()), key=lambda trial: trial.value)
-        return [(trial, TrialRecord.of(trial)) for trial in trials[:top]]
+    def describe(self) -> str:
+        """One line: the study, its storage (password hidden) and its trials by state."""
+        trials = self.optuna_study().get_trials(deepcopy=False)
+        return f"study {self.name}  storage {redact(self.url)}  {len(trials)} trials: {state_counts(trials)}"
+
+    def best(self, top: int = 5) -> list[TrialRow]:
+        """The `top` completed trials, lowest final validation loss first (the `search_trials` view's rows)."""
+        return [TrialRow.of(trial) for trial in completed(self.optuna_study())[: max(top, 0)]]
+
+    def analyze(self, target_loss: float | None = None) -> StudyReport:
+        """Everything the service concludes about the study (and its test-set runs), as one object."""
+        study = self.optuna_study()
+        return analyze(study, find(connect(self.url), self.name + EVALUATION_SUFFIX), target_loss)
+
+    def frontier(self) -> StudyReport:
+        """A frontier study's report (its `frontier` rows and `recommendation`); a joint study is a UserError."""
+        if not any(TrialRecord.of(t).frontier_role for t in self.optuna_study().get_trials(deepcopy=False)):
+            raise UserError(
+                f"Study '{self.name}' has no frontier trials: --frontier reads a `strategy: frontier` study. Use search.best "
+                f"without --frontier for this one, or run a frontier study (docs/method.md, \"The frontier\")."
+            )
+        return self.analyze()
+
+    def report(self, out: Path | None = None, target_loss: float | None = None) -> tuple[StudyReport, Path]:
+        """Write report.html, its figures and summary.json into `out` (default results/<study>-report) and upload
+        the figures as study artifacts for optuna-dashboard; returns the report and the page."""
+        study = self.optuna_study()
+        out = out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-report"
+        _check_writable_folder(out)
+        report = self.analyze(target_loss)
+        page = write_report(report, study, self.url, out)
+        _upload_figures(study, self.url, out, page)
+        return report, page
+
+    def evaluate(self, top: int = 3, seeds: int = 3, data: str | None = None, from_checkpoint: bool = False) -> int:
+        """Retrain the `top` best configurations with `seeds` seeds each and measure them on the test split (or, with
+        `from_checkpoint`, measure their kept weights); returns the exit code (1 if a run failed)."""
+        if top < 1 or seeds < 1:
+            raise UserError(f"--top and --seeds must be at least 1 (got --top {top} --seeds {seeds}).")
+        storage = connect(self.url)
+        source = load(storage, self.name, self.url)
+        spec = stored_spec(source, data)
+        check_logger(spec.logging, spec.name)  # before the evaluation study is created
+        chosen = completed(source)[:top]
+        failed = 0
+
+        def shown(run: optuna.trial.FrozenTrial) -> None:
+            nonlocal failed
+            failed += run.state != optuna.trial.TrialState.COMPLETE
+            print(evaluation_line(run), flush=True)
+
+        if from_checkpoint:
+            return evaluation.from_checkpoint(storage, source, spec, chosen, shown)
+        runs = evaluation.retrain(storage, source, spec, chosen, seeds, shown)
+        numbers = {t.number for t in chosen}
+        for result in evaluation_results(chosen, runs.get_trials(deepcopy=False)):
+            if result.source_trial in numbers:
+                print(evaluation_summary_line(result))
+        return 1 if failed else 0
+
+    def probe(self, settings: ProbeSettings = ProbeSettings()) -> ProbeResult:
+        """Measure B_simple along a run of the study's model (its frontier's tuned smallest batch size when it has one)
+        and keep the result for the study, its model and its data."""
+        spec = self.spec
+        device, device_name = worker_device()
+        data = load_data(spec, device)
+        group = normalization_group(spec, check_model(spec, data))
+        settings = settings.for_group(group)
+        storage = open_storage(self.url)
+        sizes = spec.search_space.batch_sizes()
+        run = _tuned_run(spec, storage, settings.batch_size) or untuned_run(spec, settings.batch_size or sizes[len(sizes) // 2])
+        settings = settings.for_run(spec, run)
+        print(f"study    {spec.name}  storage {redact(self.url)}  device {device_name}", flush=True)
+        result = run_probe(spec, data, settings, run, group)
+        measurements.save_probe(storage, spec, data.fingerprint, result)
+        return result
+
+    def speed(self, data: str | None = None) -> SpeedProfile:
+        """Measure this device's speed profile of the study's model and keep it for the model and data (and on the
+        study, if it exists: its later trials use the new rates)."""
+        storage = open_storage(self.url)
+        study = find(storage, self.name)
+        if study is not None:
+            spec = stored_spec(study, data)
+        elif self._spec is not None:
+            spec = self._spec
+            if data is not None and spec.dataset is not None:
+                spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": data})})
+        else:
+            spec = load_spec(self._source or self.name, {"dataset.path": data})
+        device, device_name = worker_device()
+        loaded = load_data(spec, device)
+        print(f"measuring {spec.model.describe()} on {device_name}, batch sizes {', '.join(map(str, profile_sizes(spec)))} ...", flush=True)
+        profile = measure(spec, loaded, device_name)
+        measurements.save_profile(storage, measurements.subject(spec, loaded.fingerprint), profile)
+        if study is not None:
+            measurements.store_profile(study, profile)  # replaces the study's copy: later trials use the new rates
+        return profile
+
+
+def _tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size: int | None) -> ProbeRun | None:
+    """The frontier's best configuration at `batch_size` (default: its smallest); None without a frontier."""
+    study = find(storage, spec.name)
+    if study is None:
+        return None
+    rows = {row.batch_size: row for row in frontier_rows(study.get_trials(deepcopy=False))}
+    row = rows.get(batch_size) if batch_size else (rows[min(rows)] if rows else None)
+    if row is None:
+        return None
+    source = f"tuned: the frontier's best at batch size {row.batch_size:,} (search trial {row.source_trial}, re-run with {row.n_seeds} seeds)"
+    return ProbeRun(row.batch_size, row.lr, row.momentum, row.effective_lr, source, tuned=True)
+
+
+def _check_writable_folder(out: Path) -> None:
+    """The report's folder must be a folder we can create or write into."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out} is (or lies under) a file, not a folder: give a folder for report.html and its figures.") from None
+    except OSError as error:
+        raise UserError(f"Cannot create the report folder {out}: {error.strerror}. Give a writable folder with --out.") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"The report folder {out} is not writable. Give a writable folder with --out.")
+
+
+def _upload_figures(study: optuna.Study, url: str, out: Path, page: Path) -> None:
+    """The page's figures (its <img> files), as study artifacts for optuna-dashboard; a failure here is a note, not an error."""
+    folder = study_artifact_folder(study, url)
+    if folder is None:
+        print("figures not uploaded to the dashboard: a PostgreSQL study has an artifact store only with checkpoints.dir "
+              "(a folder every worker reaches) in its study file.", file=sys.stderr)
+        return
+    figures = [out / name for name in re.findall(r'<img src="([^"/]+\.png)"', page.read_text(encoding="utf-8"))]
+    try:
+        names = upload_figures(study, url, folder, figures)
+    except (UserError, OSError) as error:
+        print(f"figures not uploaded to the dashboard: {error}", file=sys.stderr)
+        return
+    print(f"dashboard: {len(names)} figures uploaded as artifacts of study '{study.study_name}' (store {folder})")

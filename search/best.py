@@ -18,13 +18,12 @@ import textwrap
 from typing import Any, Callable
 
 from search.analysis.frontier import FrontierRow
-from search.analysis.study_report import analyze
+from search.api import Study
 from search.cli import command_parser
-from search.errors import UserError, exits_on_user_error
-from search.record import TrialRecord
+from search.errors import exits_on_user_error
 from search.render.text import number_text
-from search.store.trials import TrialRow, completed, locate, open_study, state_counts
-from search.store.urls import STORAGE_ENV, redact
+from search.store.trials import TrialRow
+from search.store.urls import STORAGE_ENV
 
 # (header, value, format) for the table; csv and json give every column of `TrialRow` and the rank.
 _TABLE: list[tuple[str, Callable[[TrialRow], Any], Callable[[Any], str]]] = [
@@ -51,14 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--frontier", action="store_true", help="a frontier study's frontier: one row per batch size over its seeds")
     return parser.parse_args(argv)
-
-
-def top_rows(study_name: str, url: str, top: int) -> tuple[list[TrialRow], str]:
-    """The `top` best completed trials, best first, and a line about the whole study."""
-    study = open_study(study_name, url)
-    rows = [TrialRow.of(trial) for trial in completed(study)[: max(top, 0)]]
-    trials = study.get_trials(deepcopy=False)
-    return rows, f"study {study_name}  storage {redact(url)}  {len(trials)} trials: {state_counts(trials)}"
 
 
 def ranked_dicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
@@ -108,39 +99,31 @@ def format_frontier(rows: list[FrontierRow]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in cells)
 
 
-def frontier_output(study_name: str, url: str, output: str) -> str:
-    study = open_study(study_name, url)
-    trials = study.get_trials(deepcopy=False)
-    if not any(TrialRecord.of(t).frontier_role for t in trials):
-        raise UserError(
-            f"Study '{study_name}' has no frontier trials: --frontier reads a `strategy: frontier` study. Use search.best "
-            f"without --frontier for this one, or run a frontier study (README, \"The frontier\")."
-        )
-    report = analyze(study)
+def frontier_output(study: Study, output: str) -> str:
+    report = study.frontier()
     rows = report.frontier
     if output == "json":
         return json.dumps([row.as_dict() for row in rows], indent=2)
     if output == "csv":
         return format_csv([row.as_dict() for row in rows])
     advice = report.recommendation
-    about = f"study {study_name}  storage {redact(url)}  {len(trials)} trials: {state_counts(trials)}"
-    return "\n".join([about, format_frontier(rows), *(textwrap.wrap(advice.reason, 110) if advice else report.frontier_claims[:1])])
+    return "\n".join([study.describe(), format_frontier(rows), *(textwrap.wrap(advice.reason, 110) if advice else report.frontier_claims[:1])])
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    study_name, url = locate(args.study, args.storage)
+    study = Study.open(args.study, args.storage)
     if args.frontier:
-        print(frontier_output(study_name, url, args.format))
+        print(frontier_output(study, args.format))
         return 0
-    rows, about = top_rows(study_name, url, args.top)
+    rows = study.best(args.top)
     if args.format == "json":
         print(json.dumps(ranked_dicts(rows), indent=2))
     elif args.format == "csv":
         print(format_csv(ranked_dicts(rows)))
     else:
-        print(about)
+        print(study.describe())
         print(format_table(rows))
     return 0
 

@@ -11,20 +11,13 @@ the study's page next to Optuna's own plots (`python -m search.dashboard`).
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 from pathlib import Path
 
-import optuna
-
 from search.analysis.speeds import TARGET_MARGIN
-from search.analysis.study_report import analyze
+from search.api import Study
 from search.cli import command_parser
-from search.errors import UserError, exits_on_user_error
-from search.render.page import write_report
-from search.store.artifacts import study_artifact_folder, upload_figures
-from search.store.trials import EVALUATION_SUFFIX, connect, find, load, locate
+from search.errors import exits_on_user_error
 from search.store.urls import STORAGE_ENV
 
 
@@ -40,48 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_out(out: Path) -> None:
-    """The report's folder must be a folder we can create or write into."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"--out {out} is (or lies under) a file, not a folder: give a folder for report.html and its figures.") from None
-    except OSError as error:
-        raise UserError(f"Cannot create the report folder {out}: {error.strerror}. Give a writable folder with --out.") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"The report folder {out} is not writable. Give a writable folder with --out.")
-
-
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    study_name, url = locate(args.study, args.storage)
-    storage = connect(url)
-    study = load(storage, study_name, url)
-    out = args.out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study_name)}-report"
-    _check_out(out)
-    report = analyze(study, find(storage, study_name + EVALUATION_SUFFIX), args.target_loss)
-    page = write_report(report, study, url, out)
+    report, page = Study.open(args.study, args.storage).report(args.out, args.target_loss)
     print("\n".join(report.summary))
     print(f"report: {page.resolve()}")
-    _upload_figures(study, url, out, page)
     return 0
-
-
-def _upload_figures(study: optuna.Study, url: str, out: Path, page: Path) -> None:
-    """The page's figures (its <img> files), as study artifacts for optuna-dashboard; a failure here is a note, not an error."""
-    folder = study_artifact_folder(study, url)
-    if folder is None:
-        print("figures not uploaded to the dashboard: a PostgreSQL study has an artifact store only with checkpoints.dir "
-              "(a folder every worker reaches) in its study file.", file=sys.stderr)
-        return
-    figures = [out / name for name in re.findall(r'<img src="([^"/]+\.png)"', page.read_text(encoding="utf-8"))]
-    try:
-        names = upload_figures(study, url, folder, figures)
-    except (UserError, OSError) as error:
-        print(f"figures not uploaded to the dashboard: {error}", file=sys.stderr)
-        return
-    print(f"dashboard: {len(names)} figures uploaded as artifacts of study '{study.study_name}' (store {folder})")
 
 
 if __name__ == "__main__":

@@ -14,21 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import optuna
-
+from search.api import Study
 from search.cli import command_parser
-from search.config.load import load_spec
-from search.config.spec import StudySpec
-from search.data.source import load_data
 from search.errors import exits_on_user_error
 from search.measure.profile import format_table
-from search.measure.speed import measure, profile_sizes
-from search.store import measurements
-from search.store.measurements import store_profile
-from search.store.storage import open_storage, stored_spec
-from search.store.trials import locate
-from search.study.measured import save_profile
-from search.train.device import worker_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,31 +28,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _study_and_spec(study_arg: str, cli_storage: str | None, data_path: str | None) -> tuple[optuna.storages.BaseStorage, optuna.Study | None, StudySpec]:
-    """The storage, the stored study if it exists (never created here), and the spec to measure."""
-    name, url = locate(study_arg, cli_storage)
-    storage = open_storage(url)
-    if name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        return storage, study, stored_spec(study, data_path)
-    return storage, None, load_spec(study_arg, {"dataset.path": data_path})
-
-
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    storage, study, spec = _study_and_spec(args.study, args.storage, args.data)
-    device, device_name = worker_device()
-    data = load_data(spec, device)
-    print(f"measuring {spec.model.describe()} on {device_name}, batch sizes {', '.join(map(str, profile_sizes(spec)))} ...", flush=True)
-    profile = measure(spec, data, device_name)
-    save_profile(storage, measurements.subject(spec, data.fingerprint), profile)
-    if study is not None:
-        store_profile(study, profile)  # replaces the study's copy: later trials use the new rates
+    study = Study.open(args.study, args.storage)
+    profile = study.speed(args.data)
     print(format_table(profile))
     print(
-        f"saved as the profile of {spec.model.describe()} on this data and {device_name}: every study of them uses it "
-        f"(no study was created or changed{'' if study is None else f' except study {study.study_name!r}, whose copy is replaced'})"
+        f"saved as the profile of {profile.model} on this data and {profile.device}: every study of them uses it "
+        f"(no study was created or changed, except an existing study '{study.name}', whose copy is replaced)"
     )
     return 0
 

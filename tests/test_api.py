@@ -58,8 +58,15 @@ def test_study_runs_and_reports_its_best_trials(study_file: Callable[..., Path],
     stored = study.optuna_study()
     assert len(stored.trials) == 3 and stored.user_attrs["spec"]["budget_examples"] == 512
     best = study.best(top=2)
-    assert len(best) == 2 and best[0][0].value <= best[1][0].value
-    assert all(record.examples_seen == record.steps * trial.params["batch_size"] for trial, record in best)
+    assert len(best) == 2 and best[0].record.final_val_loss <= best[1].record.final_val_loss
+    assert all(row.record.examples_seen == row.record.steps * row.batch_size for row in best)
+    # A stored study opened by name reads the same, and every command's method is there.
+    opened = Study.open(path.stem, storage=f"sqlite:///{tmp_path / 'api.sqlite3'}")
+    assert [row.number for row in opened.best(top=2)] == [row.number for row in best]
+    assert opened.spec.budget_examples == 512 and "3 trials" in opened.describe()
+    report = opened.analyze()
+    assert report.strategy == "joint" and sum(report.trials.values()) == 3 and report.summary
+    assert all(callable(getattr(Study, name)) for name in ("run", "best", "frontier", "report", "evaluate", "probe", "speed"))
     assert "study" in capsys.readouterr().out
 
 

@@ -22,6 +22,7 @@ from search.analysis.evaluation import evaluation_results, mean_spread_text
 from search.analysis.per_batch_size import per_batch_size
 from search.analysis.pruning import pruning_savings
 from search.analysis.scaling import lr_fits
+from search.analysis.study_report import analyze
 from search.analysis.summary import summary_lines
 from search.record import EvaluationRecord, TrialRecord, column_kinds
 from search.render.console import summary, trial_line
@@ -187,7 +188,7 @@ def test_the_report_and_console_show_a_regression_study_without_accuracy(
     study = optuna.load_study(study_name=name, storage=url)
     lines = [trial_line(t) for t in study.get_trials()]
     assert "(pruned at 256 examples)" in lines[3] and "eff 0.1" in lines[1]
-    assert "val_acc=-" in summary(study, url)
+    assert "val_acc=-" in summary(analyze(study), study, url)
 
 
 def test_test_set_runs_without_accuracy_are_summarized_by_their_loss() -> None:

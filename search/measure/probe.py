@@ -14,11 +14,10 @@ without batch norm needs nothing: its chunk gradients are means of independent p
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -50,6 +49,45 @@ class ProbeRun:
     tuned: bool
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probe runs and measures (`search.probe`'s options); None: a default that `for_group` and `for_run` fill in."""
+
+    batch_size: int | None = None  # of the training run (default: a frontier's smallest, else the middle of the search space)
+    train_examples: int | None = None  # the run's length (default: the budget with a tuned configuration, else 8192)
+    points: int | None = None  # measurements after initialization (default: 8 tuned, 3 untuned)
+    small_batch: int | None = None  # the estimator's small batch, a multiple of the normalization group (default: about 32)
+    big_batch: int | None = None  # its big batch, a multiple of the small one (default: 16 x the small one)
+    measurements: int = 16  # big batches averaged per point
+    seed: int = 0  # of the initial weights and the batches
+
+    def for_group(self, group: int | None) -> ProbeSettings:
+        """The estimator's defaults from the normalization group, checked."""
+        unit = group or 1
+        small = self.small_batch if self.small_batch is not None else unit * max(1, round(32 / unit))
+        big = self.big_batch if self.big_batch is not None else 16 * small
+        if small < 1 or small % unit or big % small or big <= small:
+            raise UserError(
+                f"--big-batch ({big}) must be a larger multiple of --small-batch ({small}), and --small-batch a "
+                f"multiple of the normalization group ({unit}: {'the smallest batch size trials train with' if group else 'no batch norm'}): "
+                f"the estimator splits each big batch into small ones. E.g. --small-batch {unit * max(1, round(32 / unit))} (the default)."
+            )
+        if (self.points is not None and self.points < 1) or self.measurements < 2:
+            raise UserError(f"--points must be at least 1 and --measurements at least 2 (got {self.points} and {self.measurements}).")
+        return replace(self, small_batch=small, big_batch=big)
+
+    def for_run(self, spec: StudySpec, run: ProbeRun) -> ProbeSettings:
+        """The run's defaults (a tuned run trains the whole budget), checked."""
+        examples = self.train_examples if self.train_examples is not None else spec.budget_examples if run.tuned else 8192
+        points = self.points if self.points is not None else 8 if run.tuned else 3
+        if run.batch_size < 1 or examples < run.batch_size * points:
+            raise UserError(
+                f"--train-examples ({examples}) gives fewer than one step of batch size {run.batch_size} per point "
+                f"(--points {points}); raise it to at least {run.batch_size * points}."
+            )
+        return replace(self, train_examples=examples, points=points)
+
+
 def untuned_run(spec: StudySpec, batch_size: int) -> ProbeRun:
     """The middle of the search space (geometric on a log range): used when the study has no tuned configuration yet."""
     lr_range, momentum_range = spec.search_space.lr, spec.search_space.momentum
@@ -76,7 +114,7 @@ class _Measurements(pl.Callback):
     """B_simple at initialization and after each of `boundaries` optimizer steps of the probe's run."""
 
     def __init__(
-        self, args: argparse.Namespace, boundaries: list[int], group: int | None, batch_size: int, measure_batches: Iterator[Batch], started: float
+        self, args: ProbeSettings, boundaries: list[int], group: int | None, batch_size: int, measure_batches: Iterator[Batch], started: float
     ) -> None:
         self.args, self.boundaries, self.group, self.batch_size, self.started = args, boundaries, group, batch_size, started
         self.measure_batches = measure_batches
@@ -109,11 +147,12 @@ class _Measurements(pl.Callback):
             print(_point_line(self.points[-1], time.perf_counter() - point_started) + f"  [{len(self.points)}/{len(self.boundaries)}, ETA {eta:.0f} s]", flush=True)
 
 
-def run_probe(spec: StudySpec, data: TrialData, args: argparse.Namespace, run: ProbeRun, group: int | None) -> ProbeResult:
+def run_probe(spec: StudySpec, data: TrialData, args: ProbeSettings, run: ProbeRun, group: int | None) -> ProbeResult:
     """Train the study's model with `run`, estimating the noise scale at init and `args.points` times along the way.
 
-    The run is a trial's run (`run_training`: the same model build, optimizer step and schedule); the
+    `args` are settings resolved by `for_group` and `for_run`. The run is a trial's run (`run_training`: the same model build, optimizer step and schedule); the
     measurements are a callback between its steps, on big batches drawn from their own seeded stream."""
+    assert args.train_examples and args.points and args.small_batch and args.big_batch, "resolve the settings first"
     started = time.perf_counter()
     batch_size = run.batch_size
     steps = args.train_examples // batch_size

@@ -10,8 +10,19 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from search.analysis.evaluation import EvaluationResult, mean_spread_text
+from search.analysis.study_report import StudyReport
 from search.config.spec import StudySpec
-from search.record import BATCH_SIZE, LR, MOMENTUM, Checkpoint, StudyRecord, TrialRecord
+from search.record import (
+    BATCH_SIZE,
+    LR,
+    MOMENTUM,
+    Checkpoint,
+    EvaluationRecord,
+    Hyperparams,
+    StudyRecord,
+    TrialRecord,
+)
 from search.render.text import number_text
 from search.store.urls import backend, redact
 
@@ -31,17 +42,11 @@ def trial_line(trial: FrozenTrial) -> str:
     )
 
 
-def summary(study: optuna.Study, dashboard_url: str) -> str:
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
-    lines = [
-        f"study '{study.study_name}': {len(trials)} trials ("
-        + ", ".join(f"{n} {name.lower()}" for name, n in counts.items() if n)
-        + ")"
-    ]
-    completed = [t for t in trials if t.state == TrialState.COMPLETE]
-    if completed:
-        best = min(completed, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+def summary(report: StudyReport, study: optuna.Study, dashboard_url: str) -> str:
+    """The end of a run: the trials by state, the best trial, a frontier study's recommendation, the dashboard command."""
+    lines = [f"study '{report.study}': {sum(report.trials.values())} trials (" + ", ".join(f"{n} {state}" for state, n in report.trials.items()) + ")"]
+    if report.completed_trials:
+        best = report.completed_trials[0]
         record = TrialRecord.of(best)
         lines.append("best " + trial_line(best))
         lines.append(
@@ -50,6 +55,8 @@ def summary(study: optuna.Study, dashboard_url: str) -> str:
         )
     else:
         lines.append("no trial has completed yet")
+    if report.recommendation is not None:
+        lines.append(report.recommendation.reason)
     lines.append(f"browse the study: optuna-dashboard {dashboard_url}")
     return "\n".join(lines)
 
@@ -155,4 +162,28 @@ def print_header(spec: StudySpec, url: str, data: str, workers: str) -> None:
            + f": {spec.n_trials} trials\n" if spec.strategy == "frontier" else "")
         + f"workers  {workers}",
         flush=True,
+    )
+
+
+def evaluation_line(run: FrozenTrial) -> str:
+    """A test-set run of `search.evaluate`: its configuration, seed (or kept weights) and result."""
+    record = EvaluationRecord.of(run)
+    hp = Hyperparams.of(run)
+    outcome = (
+        f"test_loss {number_text(record.test_loss, '.4f')}  test_acc {number_text(record.test_acc, '.4f')}"
+        if run.state == TrialState.COMPLETE else f"FAILED ({record.reason or 'see above'})"
+    )
+    return (
+        f"trial {record.source_trial:>4}  B={hp.batch_size:>5}  lr={hp.lr:.4g} "
+        f"(eff {number_text(record.effective_lr, '.4g')})  momentum={hp.momentum:.3f}  "
+        f"{'kept weights' if record.checkpoint_path else f'seed {record.seed}'}  {outcome}  "
+        f"{number_text(record.wall_seconds, '.1f')}s"
+    )
+
+
+def evaluation_summary_line(result: EvaluationResult) -> str:
+    """A configuration's test-set results over its seeds."""
+    return (
+        f"trial {result.source_trial:>4}  B={result.batch_size:>5}  val_loss {number_text(result.val_loss, '.4f')}  "
+        f"test_acc {mean_spread_text(result.test_acc)}  test_loss {mean_spread_text(result.test_loss)}  ({result.seeds} seeds)"
     )

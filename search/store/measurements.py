@@ -55,6 +55,11 @@ def saved(storage: optuna.storages.BaseStorage, of: str, prefix: str) -> dict[st
     return {key.split("/", 1)[1]: value for key, value in _study(storage).user_attrs.items() if key.startswith(head)}
 
 
+def save_profile(storage: optuna.storages.BaseStorage, of: str, profile: SpeedProfile) -> None:
+    """Keep a device's speed profile for the model and data `of` names (`subject`)."""
+    save(storage, of, PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
+
+
 def save_probe(storage: optuna.storages.BaseStorage, spec: StudySpec, data_fingerprint: str | None, result: ProbeResult) -> str:
     """Keep a probe for its model and data, and on the study when it exists; returns the key it is stored under."""
     key = f"{PROBE_PREFIX}{result.created}"

@@ -51,7 +51,7 @@ def device_profile(
     if profile is None and measure_if_missing:
         print(f"speed    no profile for {device_name} yet: measuring (seconds; --skip-speed-profile skips it)", flush=True)
         profile = measure(spec, data, device_name)
-        save_profile(storage, of, profile)
+        measurements.save_profile(storage, of, profile)
         print(format_table(profile), flush=True)
     return profile
 
@@ -76,10 +76,6 @@ def check_budget_profile(spec: StudySpec, profile: SpeedProfile | None, device_n
                 flush=True,
             )
         check_time_budget(spec, profile)
-
-
-def save_profile(storage: optuna.storages.BaseStorage, of: str, profile: SpeedProfile) -> None:
-    measurements.save(storage, of, PROFILE_ATTR_PREFIX + profile.device, profile.as_dict())
 
 
 def share_probes(study: optuna.Study, spec: StudySpec, data_fingerprint: str | None) -> None:
