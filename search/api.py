@@ -27,6 +27,7 @@ from search.analysis.frontier import frontier_rows
 from search.analysis.study_report import StudyReport, analyze
 from search.config.load import load_spec, validate_spec
 from search.config.spec import StudySpec
+from search.config.trust import trusted_spec
 from search.data.source import load_data
 from search.errors import EXIT_USER_ERROR, UserError
 from search.measure.probe import (
@@ -86,6 +87,7 @@ class Study:
         self.name: str = spec.name if spec is not None else name  # type: ignore[assignment]
         self.url = resolve_url(storage, self.name, spec.storage if spec is not None else None)
         self._source = source  # the study file or name it was opened by
+        self._file_spec = spec  # the study file the user named, if they named one: the only source of user code
 
     @classmethod
     def from_file(cls, study: str | Path, storage: str | None = None, overrides: dict[str, Any] | None = None) -> Study:
@@ -97,14 +99,20 @@ class Study:
     def open(cls, study: str, storage: str | None = None) -> Study:
         """A stored study, by its study file or its name in the storage (resolved as `search.run` resolves them)."""
         name, url = locate(study, storage)
-        return cls(None, url, name, source=study)
+        opened = cls(None, url, name, source=study)
+        opened._file_spec = _study_file_spec(study)
+        return opened
 
     @property
     def spec(self) -> StudySpec:
-        """The spec: from the study file, or the one stored with the study."""
+        """The spec: from the study file, or the one stored with the study (its user code only from a named study file)."""
         if self._spec is None:
-            self._spec = stored_spec(self.optuna_study(), None)
+            self._spec = self._stored_spec(self.optuna_study(), None)
         return self._spec
+
+    def _stored_spec(self, study: optuna.Study, data: str | None) -> StudySpec:
+        """The spec stored with `study`, safe to build its model from (`search.config.trust`)."""
+        return trusted_spec(stored_spec(study, data), self._file_spec, study.study_name)
 
     def with_settings(self, **settings: Any) -> Study:
         """The same study with top-level settings changed (validated again), e.g. n_trials=8."""
@@ -205,10 +213,11 @@ class Study:
             raise UserError(f"--top and --seeds must be at least 1 (got --top {top} --seeds {seeds}).")
         storage = connect(self.url)
         source = load(storage, self.name, self.url)
-        spec = stored_spec(source, data)
+        spec = self._stored_spec(source, data)
         check_logger(spec.logging, spec.name)  # before the evaluation study is created
         chosen = completed(source)[:top]
         failed = 0
+        STOP.install()  # a signal stops after the current run, as search.run does
 
         def shown(run: optuna.trial.FrozenTrial) -> None:
             nonlocal failed
@@ -216,8 +225,11 @@ class Study:
             print(evaluation_line(run), flush=True)
 
         if from_checkpoint:
-            return evaluation.from_checkpoint(storage, source, spec, chosen, shown)
+            code = evaluation.from_checkpoint(storage, source, spec, chosen, shown)
+            return _stopped("search.evaluate --from-checkpoint") or code
         runs = evaluation.retrain(storage, source, spec, chosen, seeds, shown)
+        if STOP:
+            return _stopped("search.evaluate")
         numbers = {t.number for t in chosen}
         for result in evaluation_results(chosen, runs.get_trials(deepcopy=False)):
             if result.source_trial in numbers:
@@ -247,7 +259,7 @@ class Study:
         storage = open_storage(self.url)
         study = find(storage, self.name)
         if study is not None:
-            spec = stored_spec(study, data)
+            spec = self._stored_spec(study, data)
         elif self._spec is not None:
             spec = self._spec
             if data is not None and spec.dataset is not None:
@@ -262,6 +274,22 @@ class Study:
         if study is not None:
             measurements.store_profile(study, profile)  # replaces the study's copy: later trials use the new rates
         return profile
+
+
+def _stopped(command: str) -> int:
+    """0, or after a signal: say so and return the shell's exit code for it (130 for SIGINT, 143 for SIGTERM)."""
+    if not STOP:
+        return 0
+    print(f"{STOP.reason}: stopped after the current run; run the same {command} again to carry on.", file=sys.stderr, flush=True)
+    return STOP.exit_code
+
+
+def _study_file_spec(study: str) -> StudySpec | None:
+    """The spec of the study file `study` names (a path, or a name in studies/), or None when it names none."""
+    try:
+        return load_spec(study.partition(":")[0])
+    except UserError:
+        return None
 
 
 def _tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size: int | None) -> ProbeRun | None:

@@ -40,7 +40,7 @@ LOADER_DEFAULTS = {"name": "the file's name, less `.yaml`"}
 
 # Regular expressions said in words; any other pattern is shown as it is.
 PATTERNS = {
-    spec.STUDY_NAME: "letters, digits, `_`, `.` and `-`",
+    spec.STUDY_NAME: "letters, digits, `_`, `.` and `-`, starting with a letter, digit or `_`",
     next(m.pattern for m in get_args(spec.ClassPath)[1].metadata if hasattr(m, "pattern")): "a dotted import path, `module.Name`",
 }
 BOUNDS = {at.Ge: ("≥", "ge"), at.Gt: (">", "gt"), at.Le: ("≤", "le"), at.Lt: ("<", "lt")}

@@ -233,8 +233,8 @@ def create_study(url: str, spec: StudySpec) -> optuna.Study:
 def build_model(name: str, num_classes: int, in_channels: int = 3, **args: Any) -> torch.nn.Module:
     """A built-in model by name, through the route a study takes (its class path in the project's models/ folder)."""
     from search.config.classpath import instantiate
+    from search.config.load import PROJECT_ROOT
     from search.config.spec import BUILTIN_MODELS, CodeSpec
-    from search.train.model import PROJECT_ROOT
 
     code = CodeSpec(class_path=BUILTIN_MODELS[name], init_args={"num_classes": num_classes, "in_channels": in_channels, **args})
     return instantiate(code, str(PROJECT_ROOT), role="model")

@@ -42,6 +42,8 @@ def import_object(class_path: str, code_dir: str | None, role: str) -> Any:
                 f"The {role} `{class_path}` could not be imported: module {module_name} needs {error.name}, which is not "
                 "installed. Install it in this environment and run again."
             ) from None
+        except SystemExit as exited:
+            raise exit_error(f"Importing {module_name} (the {role} `{class_path}`)", exited) from None
         except Exception as error:  # noqa: BLE001 - any failure inside the user's module is theirs to fix
             raise UserError(
                 f"The {role} `{class_path}`: importing {module_name} raised {type(error).__name__}: {_first_line(error)}. "
@@ -79,8 +81,18 @@ def instantiate(code: CodeSpec, code_dir: str | None, role: str) -> Any:
                 f"It takes: {expected}. Fix init_args in the study file."
             ) from None
         raise _raised(role, code.class_path, error) from None
+    except SystemExit as exited:
+        raise exit_error(f"The {role} `{code.class_path}`", exited) from None
     except Exception as error:  # noqa: BLE001
         raise _raised(role, code.class_path, error) from None
+
+
+def exit_error(what: str, exited: SystemExit) -> UserError:
+    """User code that called sys.exit: a failure, never the end of the run (an exit code 0 would read as success)."""
+    return UserError(
+        f"{what} called sys.exit({exited.code!r}). User code may raise an exception to fail, never end the process: "
+        "remove the call and run again."
+    )
 
 
 def _raised(role: str, class_path: str, error: BaseException) -> UserError:

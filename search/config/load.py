@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from search.config.spec import StudySpec
 from search.errors import UserError
 
-STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+# The project's folder: the built-in studies (studies/) and the built-in models (models/) they name.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STUDIES_DIR = PROJECT_ROOT / "studies"
 
 
 def find_study_file(study: str) -> Path:

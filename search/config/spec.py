@@ -346,7 +346,9 @@ class DiagnosticsSpec(_Spec):
         return self
 
 
-STUDY_NAME = r"^[A-Za-z0-9_.-]+$"
+# A study name becomes a path component (results/<name>/...): it starts with a letter, digit or `_`, so `.`,
+# `..` and hidden names are not names.
+STUDY_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAX_STUDY_NAME = 100
 BUILT_IN_LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 

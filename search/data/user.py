@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
-from search.config.classpath import instantiate
+from search.config.classpath import exit_error, instantiate
 from search.config.spec import StudySpec
 from search.data.slicing import Batch, batch_length, tensors_of, to_device
 from search.errors import UserError
@@ -277,10 +277,19 @@ def load_user_data(spec: StudySpec, device: torch.device, smallest_batch: int) -
     source = spec.data.class_path
     built = instantiate(spec.data, spec.code_dir, role="data")
     if isinstance(built, pl.LightningDataModule):
-        built.batch_size = smallest_batch  # type: ignore[attr-defined]
+        try:
+            built.batch_size = smallest_batch  # type: ignore[attr-defined]
+        except AttributeError:
+            raise UserError(
+                f"The data `{source}` has a `batch_size` the service cannot set (a read-only property?). The service sets each "
+                "trial's batch size on the DataModule, as Lightning's batch-size tuner does: make `batch_size` a plain attribute "
+                "that train_dataloader() reads."
+            ) from None
         try:
             built.prepare_data()
             built.setup("fit")
+        except SystemExit as exited:
+            raise exit_error(f"The data `{source}` (prepare_data/setup)", exited) from None
         except Exception as error:  # noqa: BLE001 - the user's code
             raise UserError(f"The data `{source}` failed in prepare_data/setup: {type(error).__name__}: {str(error)[:300]}.") from None
         data: DatasetData | DataModuleData = DataModuleData(built, device, source)

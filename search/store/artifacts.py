@@ -25,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import IO, Callable, Iterable
+from typing import IO, BinaryIO, Callable, Iterable
 
 import optuna
 import sqlalchemy
@@ -66,13 +69,49 @@ def study_artifact_folder(study: optuna.Study, url: str) -> Path | None:
     return artifact_folder(study.study_name.partition(":")[0], url, (spec.get("checkpoints") or {}).get("dir"))
 
 
-def open_store(folder: Path) -> FileSystemArtifactStore:
-    """The artifact store in `folder`, created if needed."""
+# An artifact being written: renamed to its id when complete, swept when a process died mid-write.
+PARTIAL_PREFIX = ".partial-"
+
+
+class AtomicArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, each artifact written to a temporary name in the same folder and
+    renamed when complete: a kill or a full disk mid-write leaves no truncated artifact (`torch.load` would fail
+    on it, and the report's figures would be half drawn), only a `.partial-` file that `sweep_partial` removes."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = self._get_filepath(artifact_id)
+        descriptor, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                shutil.copyfileobj(content_body, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+
+
+def sweep_partial(folder: Path, older_than_seconds: float = 3600.0) -> int:
+    """Remove what a process that died mid-write left (an hour old: no live writer takes that long); returns the count."""
+    removed = 0
+    for leftover in folder.glob(PARTIAL_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > older_than_seconds:
+                leftover.unlink()
+                removed += 1
+    return removed
+
+
+def open_store(folder: Path) -> AtomicArtifactStore:
+    """The artifact store in `folder`, created if needed, swept of what dead writers left."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"Cannot create the artifact folder {folder}: {error.strerror}. Set checkpoints.dir to a writable folder.") from None
-    return FileSystemArtifactStore(folder)
+    sweep_partial(folder)
+    return AtomicArtifactStore(folder)
 
 
 class StudyLock:

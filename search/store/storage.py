@@ -33,7 +33,7 @@ from search.store.reconnect import (
     call_retrying,
     retrying,
 )
-from search.store.urls import backend, redact
+from search.store.urls import backend, redact, scrub
 from search.store.views import ensure_views
 
 # Heartbeats and their retry callback have been "experimental" since Optuna 2.8; we rely on them.
@@ -70,9 +70,10 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     }
 
 
-def _explain(error: Exception) -> str:
+def _explain(error: Exception, url: str) -> str:
+    """The driver's message, its first two lines, scrubbed of anything from the URL's password."""
     original = getattr(error, "orig", None) or error
-    return " ".join(str(original).split("\n")[0:2]).strip()
+    return scrub(" ".join(str(original).split("\n")[0:2]).strip(), url)
 
 
 def _check_sqlite_file(path: Path, url: str) -> None:
@@ -157,7 +158,7 @@ def open_storage(
             storage = connect()
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as error:
         raise UserError(
-            f"Cannot open the study storage {redact(url)}: {_explain(error)}. Check that the database server "
+            f"Cannot open the study storage {redact(url)}: {_explain(error, url)}. Check that the database server "
             f"is running and reachable, the database exists and the user and password are right "
             f"(PGPASSWORD or ~/.pgpass), or leave --storage out to use the local SQLite file."
         ) from None
@@ -177,7 +178,7 @@ def create_or_resume(
             storage=storage, study_name=spec.name, direction="minimize", load_if_exists=True, sampler=sampler, pruner=pruner
         )
     except sqlalchemy.exc.OperationalError as error:
-        raise UserError(f"Cannot write to the study storage: {_explain(error)}. Check that it is writable (not read-only) and run again.") from None
+        raise UserError(f"Cannot write to the study storage: {_explain(error, str(getattr(storage, 'url', '')))}. Check that it is writable (not read-only) and run again.") from None
     stored = StudyRecord.of(study).comparability
     key = {**spec.comparability_key(), "data_fingerprint": data_fingerprint}
     if stored is None:

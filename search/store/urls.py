@@ -43,7 +43,27 @@ def redact(url: str) -> str:
     return f"{scheme}://{location}{question}{query}"
 
 
+def scrub(message: str, url: str) -> str:
+    """A driver's message with every piece of the URL's password (split at `@` and `:`) replaced by ***:
+    a driver that misparses a URL may print part of it back."""
+    location = url.partition("://")[2].partition("?")[0]
+    userinfo = location.rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    pieces = {password, *password.replace("@", ":").split(":")} - {""}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3:
+            message = message.replace(piece, "***")
+    return message
+
+
 def backend(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("postgresql") and rest.partition("?")[0].count("@") > 1:
+        raise UserError(
+            f"Storage URL {redact(url)} has more than one '@' before the host: a password (or user name) holding '@' must be "
+            "percent-encoded, '@' as %40 (and ':' as %3A, '/' as %2F), or the driver reads part of it as the host. Better, keep "
+            "the password out of the URL: PGPASSWORD or ~/.pgpass."
+        )
     try:
         parsed = make_url(url)
         name = parsed.get_backend_name()

@@ -8,6 +8,7 @@ trial is (`run_training`).
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 import warnings
@@ -22,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config.spec import StudySpec
 from search.data.slicing import batch_length
 from search.data.source import TrialData, load_data
-from search.errors import UserError
+from search.errors import TrialFailed, UserError
 from search.measure.profile import SpeedProfile, fastest_micro_batch
 from search.record import EvaluationRecord, Hyperparams, StudyRecord, TrialRecord
 from search.store.measurements import stored_profile
@@ -31,6 +32,7 @@ from search.store.urls import RESULTS_DIR
 from search.store.views import ensure_views
 from search.study import space
 from search.study.reporting import ExamplesSeenReporter
+from search.study.shutdown import STOP
 from search.train.accumulation import (
     BatchSplitter,
     has_batch_norm,
@@ -87,7 +89,12 @@ def run_one(
             spec.logging, spec.name, f"evaluation_{trial.number}_trial_{source.number}_seed_{seed}", RESULTS_DIR / spec.name,
             hyperparameters(hp, spec.optimizer.name, source_trial=source.number, seed=seed, steps=steps),
         )
-        run = run_training(spec, data, plan, [ExamplesSeenReporter(trial)], curves, Recalibration(data, spec.batch_norm), splitter.prepare)
+        try:
+            run = run_training(spec, data, plan, [ExamplesSeenReporter(trial)], curves, Recalibration(data, spec.batch_norm), splitter.prepare)
+        except TrialFailed as failed:  # e.g. the user's code called sys.exit: this run fails, the others go on
+            EvaluationRecord(source_trial=source.number, seed=seed, reason=str(failed)).store(trial)
+            print(f"run failed: {failed}", file=sys.stderr, flush=True)
+            return study.tell(trial, state=TrialState.FAIL)
         log, steps_done, train_seconds = run.log, run.steps_done, run.train_seconds
         examples_seen = plan.examples_after(steps_done)
         record = EvaluationRecord(
@@ -100,7 +107,8 @@ def run_one(
             final = log.checkpoints[-1]
             record = replace(record, test_loss=final.val_loss, test_acc=final.val_acc, train_loss=final.train_loss)
         else:
-            reason = "out_of_memory" if run.out_of_memory else log.stop_reason or "no measurement"
+            stopped = STOP.reason if log.stop_reason == "interrupted" else log.stop_reason
+            reason = "out_of_memory" if run.out_of_memory else stopped or "no measurement"
             record = replace(record, reason=reason)
             if run.out_of_memory:
                 print(f"out of memory at batch size {hp.batch_size:,}: {run.out_of_memory}", file=sys.stderr, flush=True)
@@ -191,6 +199,8 @@ def from_checkpoint(
                 flush=True,
             )
             continue
+        if STOP:
+            break
         run = done.get(TrialRecord.of(trial).checkpoint_path) or measure_kept(study, trial, spec, test, data.train_size, device_name)
         failed += run.state != TrialState.COMPLETE
         on_run(run)
@@ -212,14 +222,18 @@ def retrain(
         for record in map(EvaluationRecord.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if record.checkpoint_path is None  # measured kept weights (--from-checkpoint), not retrained
     }
+    pending = [(source_trial, seed) for source_trial in chosen for seed in range(seeds) if (source_trial.number, seed) not in done]
+    rates = [r for r in (TrialRecord.of(t).examples_per_second for t in chosen) if r]
+    per_run = spec.budget_examples / statistics.median(rates) if rates else None
+    cost = f"; about {per_run * len(pending) / 60:,.1f} min at the search's {statistics.median(rates):,.0f} examples/s" if per_run else ""
     print(
-        f"evaluating the top {len(chosen)} of study '{source.study_name}' with {seeds} seeds each: trained on all "
-        f"{data.train_size:,} training examples, measured on {data.val_size:,} test examples; results in "
-        f"study '{study.study_name}'",
+        f"evaluating the top {len(chosen)} of study '{source.study_name}' with {seeds} seeds each: {len(pending)} runs of "
+        f"{spec.budget_examples:,} examples to train{cost}; trained on all {data.train_size:,} training examples, measured on "
+        f"{data.val_size:,} test examples; results in study '{study.study_name}'. Ctrl-C or SIGTERM stops after the current run.",
         flush=True,
     )
-    for source_trial in chosen:
-        for seed in range(seeds):
-            if (source_trial.number, seed) not in done:
-                on_run(run_one(study, source_trial, seed, spec, data, device_name, profile))
+    for source_trial, seed in pending:
+        if STOP:
+            break
+        on_run(run_one(study, source_trial, seed, spec, data, device_name, profile))
     return study

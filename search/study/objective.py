@@ -99,7 +99,11 @@ class Objective:
             spec.logging, spec.name, f"trial_{trial.number}", RESULTS_DIR / spec.name,
             hyperparameters(hp, spec.optimizer.name, trial=trial.number, steps=plan.steps, seed=plan.seed),
         )
-        run = run_training(spec, self.data, plan, [reporter, *self.callbacks], curves, self.recalibration, self.splitter.prepare)
+        try:
+            run = run_training(spec, self.data, plan, [reporter, *self.callbacks], curves, self.recalibration, self.splitter.prepare)
+        except TrialFailed as failed:  # e.g. the user's code called sys.exit: this trial fails, the study goes on
+            self._store(trial, {**attrs, "reason": str(failed), "wall_seconds": time.perf_counter() - started})
+            raise
         if run.out_of_memory is not None:
             self._store(trial, {**attrs, "reason": "out_of_memory", "wall_seconds": time.perf_counter() - started})
             raise TrialFailed("out_of_memory", run.out_of_memory)

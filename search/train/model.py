@@ -3,21 +3,17 @@ nn.Module or LightningModule), its training step, and the check that it trains o
 before the study exists."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from search.config.classpath import instantiate
+from search.config.classpath import exit_error, instantiate
+from search.config.load import PROJECT_ROOT
 from search.config.spec import BUILTIN_MODELS, CodeSpec, StudySpec
 from search.data.source import TrialData
 from search.errors import UserError
 from search.train.loss import build_loss
 from search.train.step import TrainingStep
-
-# The project's folder, which holds the built-in models (models/) beside the built-in studies (studies/).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_code(spec: StudySpec, data: TrialData) -> tuple[CodeSpec, str | None]:
@@ -70,6 +66,8 @@ def check_model(spec: StudySpec, data: TrialData) -> torch.nn.Module:
         return model
     except UserError:
         raise
+    except SystemExit as exited:
+        raise exit_error(f"Model '{described}' (its forward or loss on two examples)", exited) from None
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
         detail = str(error.args[0] if error.args else error).split("\n")[0][:300]
         arguments = f" with arguments {sorted(spec.model.args)}" if spec.model.args else ""

@@ -21,6 +21,7 @@ from torch import nn
 
 from search.config.spec import OptimizerSpec, ScheduleSpec, StudySpec
 from search.data.source import TrialData
+from search.errors import TrialFailed
 from search.train.batch_norm import Recalibration
 from search.train.curves import TrainingCurves
 from search.train.model import build_model, training_step
@@ -67,6 +68,8 @@ def run_training(
     try:
         assert step is not None
         log, steps_done, seconds = train(step, data, plan, spec.optimizer, spec.schedule, list(callbacks), curves, recalibration)
+    except SystemExit as exited:  # Lightning's SIGTERM is handled in `train`: this is the user's code calling sys.exit
+        raise TrialFailed("user code exited", f"sys.exit({exited.code!r}) during training: a failure of this run, never success") from None
     except Exception as error:
         if not is_out_of_memory(error):
             raise
