@@ -12,15 +12,19 @@ and the workers (one per GPU, or the CPU) share it until the study-wide number o
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import optuna
 import sqlalchemy
 import torch
+from sqlalchemy.engine import make_url
 
 from search.analysis.evaluation import evaluation_results
 from search.analysis.frontier import frontier_rows
@@ -49,7 +53,12 @@ from search.render.console import (
 )
 from search.render.page import write_report
 from search.store import measurements
-from search.store.artifacts import study_artifact_folder, upload_figures
+from search.store.artifacts import (
+    artifact_folder,
+    study_artifact_folder,
+    upload_figures,
+)
+from search.store.folders import check_writable_folder
 from search.store.storage import create_or_resume, open_storage, stored_spec
 from search.store.trials import (
     EVALUATION_SUFFIX,
@@ -61,7 +70,7 @@ from search.store.trials import (
     locate,
     state_counts,
 )
-from search.store.urls import backend, redact, resolve_url
+from search.store.urls import RESULTS_DIR, STORAGE_ENV, backend, redact, resolve_url
 from search.study import evaluation
 from search.study.launch import describe_workers, spawn_workers, worker_count
 from search.study.measured import check_budget_profile, device_profile, share_probes
@@ -133,17 +142,19 @@ class Study:
                 f"use PostgreSQL: --storage postgresql+psycopg2://user@host/db (see docker-compose.yml), or --workers 1."
             )
         pruner = build_pruner(spec)
+        _check_output_folders(spec, url)
         # One worker trains in this process on its device; several get their own (this one only checks, on the CPU).
         device = worker_device()[0] if count == 1 else torch.device("cpu")
         data = load_data(spec, device)
         check_model(spec, data)
-        storage = open_storage(url)
-        if spec.budget_seconds is not None and count == 1:
-            # Steps come from this device's profile: a budget too short for it is refused before the study exists.
-            existing = optuna.load_study(study_name=spec.name, storage=storage) if spec.name in optuna.get_all_study_names(storage) else None
-            profile = device_profile(storage, existing, spec, data, worker_device()[1], measure_if_missing=speed_profile)
-            check_budget_profile(spec, profile, worker_device()[1], warn=False)  # the worker warns
-        study = create_or_resume(storage, spec, build_sampler(spec), pruner, data_fingerprint=data.fingerprint)
+        with _removed_if_refused(url):
+            storage = open_storage(url)
+            if spec.budget_seconds is not None and count == 1:
+                # Steps come from this device's profile: a budget too short for it is refused before the study exists.
+                existing = find(storage, spec.name)
+                profile = device_profile(storage, existing, spec, data, worker_device()[1], measure_if_missing=speed_profile)
+                check_budget_profile(spec, profile, worker_device()[1], warn=False)  # the worker warns
+            study = create_or_resume(storage, spec, build_sampler(spec), pruner, data_fingerprint=data.fingerprint)
         share_probes(study, spec, data.fingerprint)
         print_header(spec, url, data.describe(), describe_workers(count))
         short = spec.short_of_budget()
@@ -179,7 +190,9 @@ class Study:
 
     def best(self, top: int = 5) -> list[TrialRow]:
         """The `top` completed trials, lowest final validation loss first (the `search_trials` view's rows)."""
-        return [TrialRow.of(trial) for trial in completed(self.optuna_study())[: max(top, 0)]]
+        if top < 1:
+            raise UserError(f"--top must be at least 1 (got {top}): it is how many of the best trials to list.")
+        return [TrialRow.of(trial) for trial in completed(self.optuna_study())[:top]]
 
     def analyze(self, target_loss: float | None = None) -> StudyReport:
         """Everything the service concludes about the study (and its test-set runs), as one object."""
@@ -199,10 +212,10 @@ class Study:
         """Write report.html, its figures and summary.json into `out` (default results/<study>-report) and upload
         the figures as study artifacts for optuna-dashboard; returns the report and the page."""
         study = self.optuna_study()
-        out = out or Path("results") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-report"
-        _check_writable_folder(out)
+        out = out or RESULTS_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-report"
+        check_writable_folder(out, "report folder (--out)", "Give a writable folder with --out.")
         report = self.analyze(target_loss)
-        page = write_report(report, study, self.url, out)
+        page = _write_whole(out, lambda folder: write_report(report, study, self.url, folder))
         _upload_figures(study, self.url, out, page)
         return report, page
 
@@ -246,7 +259,8 @@ class Study:
         settings = settings.for_group(group)
         storage = open_storage(self.url)
         sizes = spec.search_space.batch_sizes()
-        run = _tuned_run(spec, storage, settings.batch_size) or untuned_run(spec, settings.batch_size or sizes[len(sizes) // 2])
+        middle = sizes[len(sizes) // 2]
+        run = _tuned_run(spec, storage, settings.batch_size) or untuned_run(spec, middle if settings.batch_size is None else settings.batch_size)
         settings = settings.for_run(spec, run)
         print(f"study    {spec.name}  storage {redact(self.url)}  device {device_name}", flush=True)
         result = run_probe(spec, data, settings, run, group)
@@ -274,6 +288,34 @@ class Study:
         if study is not None:
             measurements.store_profile(study, profile)  # replaces the study's copy: later trials use the new rates
         return profile
+
+
+def _check_output_folders(spec: StudySpec, url: str) -> None:
+    """Every folder the run writes into (the SQLite file's, the logs', the kept weights'), checked before anything is stored."""
+    where = "Point it elsewhere (a writable folder), or run from a writable working directory."
+    if backend(url) == "sqlite":
+        check_writable_folder(Path(str(make_url(url).database)).parent, "storage folder", "Give --storage sqlite:///WRITABLE/PATH.sqlite3 (or "
+                              f"${STORAGE_ENV}); on a read-only file system, a mounted volume.")
+    if spec.logging.logger != "none":
+        logs = Path(spec.logging.dir).expanduser() if spec.logging.dir else RESULTS_DIR / spec.name / "logs"
+        check_writable_folder(logs, "log folder (logging.dir)", where)
+    folder = artifact_folder(spec.name, url, spec.checkpoints.dir)
+    if spec.checkpoints.keep != "none" and folder is not None:
+        check_writable_folder(folder, "folder for kept weights (checkpoints.dir)", where)
+
+
+@contextlib.contextmanager
+def _removed_if_refused(url: str) -> Iterator[None]:
+    """An SQLite file this run creates is removed again when the run is refused before its study exists."""
+    database = Path(str(make_url(url).database)) if backend(url) == "sqlite" else None
+    new = database is not None and not database.exists()
+    try:
+        yield
+    except UserError:
+        if new and database is not None:
+            with contextlib.suppress(OSError):
+                database.unlink()
+        raise
 
 
 def _stopped(command: str) -> int:
@@ -305,16 +347,25 @@ def _tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size
     return ProbeRun(row.batch_size, row.lr, row.momentum, row.effective_lr, source, tuned=True)
 
 
-def _check_writable_folder(out: Path) -> None:
-    """The report's folder must be a folder we can create or write into."""
+def _write_whole(out: Path, write: Callable[[Path], Path]) -> Path:
+    """Write a report into a temporary folder beside `out`, then move its files in: a failure (a full disk, a folder where
+    a file should go) leaves `out` as it was, never half a report. Returns the page's path in `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"--out {out} is (or lies under) a file, not a folder: give a folder for report.html and its figures.") from None
+        written = write(staging)
+        files = sorted(staging.iterdir())
+        blocked = [f.name for f in files if (out / f.name).is_dir()]
+        if blocked:
+            raise UserError(f"The report folder {out} holds folders named {', '.join(blocked)}, where the report's files go. Remove them or give another --out.")
+        out.mkdir(exist_ok=True)
+        for file in files:
+            os.replace(file, out / file.name)
+        return out / written.name
     except OSError as error:
-        raise UserError(f"Cannot create the report folder {out}: {error.strerror}. Give a writable folder with --out.") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"The report folder {out} is not writable. Give a writable folder with --out.")
+        raise UserError(f"Cannot write the report into {out}: {error.strerror or error}. Free some space or give another --out.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _upload_figures(study: optuna.Study, url: str, out: Path, page: Path) -> None:

@@ -13,7 +13,9 @@ on the study's page, images previewed.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 
 import optuna_dashboard
@@ -35,6 +37,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind the address once before the server starts: a port in use or an unknown host is one paragraph, before any
+    line saying the server listens."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise UserError(f"--host {host} is not an address of this machine ({error.strerror}): use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise UserError(f"Port {port} on {host} is in use (another dashboard?): pick another --port.") from None
+            raise UserError(f"The dashboard cannot listen on {host}:{port}: {error.strerror or error}. Use --host 127.0.0.1 or another --port.") from None
+
+
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -47,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if not url:
             raise UserError(f"Name the study (--study NAME) or the storage (--storage URL or ${STORAGE_ENV}) to show.")
     storage = connect(url)
+    _check_listen(args.host, args.port)
     address = f"http://{'localhost' if args.host in ('127.0.0.1', 'localhost') else args.host}:{args.port}"
     print(f"optuna-dashboard on {redact(url)}: {address}/dashboard", flush=True)
     artifact_store = None

@@ -57,6 +57,17 @@ class _StudyLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is refused: YAML would keep the last silently, and the user meant one of them."""
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            key = repr(self.construct_object(key_node, deep=True))
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise _Refused(f"the key {key} is given twice in one mapping (line {line}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def read_study_file(path: Path) -> Any:
     """The parsed YAML of a study file, or a UserError saying why it cannot be read."""
@@ -113,8 +124,30 @@ def validate_spec(raw: dict[str, Any], source: str = "study") -> StudySpec:
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'study'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
-        raise UserError(f"Study file {source} is invalid: {problems}. Fix these fields and run again.") from None
+        raise UserError(f"Study file {source} is invalid: {'; '.join(spec_problems(error))}. Fix these fields and run again.") from None
+
+
+# Pydantic's words for "this branch of a union has another type": noise when another branch says what is wrong.
+_WRONG_BRANCH = ("Input should be a valid dictionary", "Input should be a valid list", "Input should be a valid string")
+
+
+def spec_problems(error: ValidationError) -> list[str]:
+    """Each problem as `key: rule`, in the study file's words: pydantic's names for union branches
+    (`function-after[...]`, `list[constrained-int]`) dropped, and a branch that only has the wrong type left out
+    when another branch of the same key says what is wrong."""
+    by_key: dict[str, list[str]] = {}
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and ("[" in p or "(" in p))) or "study"
+        by_key.setdefault(key, []).append(e["msg"].removeprefix("Value error, "))
+    problems = []
+    for key, messages in by_key.items():
+        real = [m for m in messages if not m.startswith(_WRONG_BRANCH)]
+        if not real and any(other.startswith(key + ".") for other in by_key):
+            continue  # e.g. a list given for a mapping-or-list key: its item's problem says it
+        if real:
+            problems += [f"{key}: {m}" for m in dict.fromkeys(real)]
+        elif len(messages) > 1:
+            problems.append(f"{key}: none of its accepted forms (e.g. a mapping, or a list) fits the value given; see docs/reference.md")
+        else:
+            problems.append(f"{key}: {messages[0]}")
+    return problems

@@ -88,6 +88,9 @@ def load_dataset(spec: DatasetSpec) -> ImageData:
     source = Path(spec.path).expanduser() if spec.path else _download_cifar10()
     if not source.exists():
         raise UserError(f"Data not found at {source}. {DATA_FORMS}")
+    if not (source.is_file() or source.is_dir()):
+        # A device or a pipe (/dev/zero, a FIFO) would be read without end before its format is known.
+        raise UserError(f"The data at {source} is neither a regular file nor a folder (a device or a pipe?). {DATA_FORMS}")
     data = _cached(source, spec.image_size)
     _check(data)
     return data
@@ -111,14 +114,46 @@ def _cache_key(source: Path, image_size: int | None) -> str:
     return hashlib.sha1(identity.encode()).hexdigest()[:16]
 
 
+def _read_cache(entry: Path) -> tuple[dict[str, np.ndarray], list[str], str] | None:
+    """A cache entry's arrays, classes and fingerprint; None (and the entry removed) when it is damaged, so it is rebuilt."""
+    if not (entry / "meta.json").exists():
+        return None
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        classes = list(meta["classes"])
+        arrays = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in CACHE_ARRAYS}
+        if len({len(arrays[name]) for name in CACHE_ARRAYS if name.startswith("train")}) != 1:
+            raise ValueError("train arrays of different lengths")
+        stored = meta.get("fingerprint")
+        fingerprint = fingerprint_arrays(arrays, classes)
+        if stored is not None and stored != fingerprint:
+            raise ValueError("fingerprint mismatch")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as damage:
+        print(f"the cached copy in {entry} is damaged ({type(damage).__name__}: {str(damage)[:100]}); decoding again", file=sys.stderr, flush=True)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return arrays, classes, fingerprint
+
+
+def _cache_root() -> Path:
+    """The cache folder, created if needed; one that cannot be is the user's to point elsewhere."""
+    root = cache_dir() / "decoded"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"Cannot use the data cache folder {root}: {error.strerror or error}. Point SEARCH_CACHE_DIR at a writable folder "
+            "(it holds decoded images, so later runs skip decoding)."
+        ) from None
+    return root
+
+
 def _cached(source: Path, image_size: int | None) -> ImageData:
     """Decode once; later loads read plain .npy files (well under a second for CIFAR-10)."""
-    entry = cache_dir() / "decoded" / _cache_key(source, image_size)
-    if (entry / "meta.json").exists():
-        meta = json.loads((entry / "meta.json").read_text())
-        classes = meta["classes"]
-        arrays = {name: np.load(entry / f"{name}.npy") for name in CACHE_ARRAYS}
-        fingerprint = meta.get("fingerprint") or fingerprint_arrays(arrays, classes)
+    entry = _cache_root() / _cache_key(source, image_size)
+    cached = _read_cache(entry)
+    if cached is not None:
+        arrays, classes, fingerprint = cached
     else:
         try:
             with _signals_raise():

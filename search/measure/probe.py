@@ -72,6 +72,8 @@ class ProbeSettings:
                 f"multiple of the normalization group ({unit}: {'the smallest batch size trials train with' if group else 'no batch norm'}): "
                 f"the estimator splits each big batch into small ones. E.g. --small-batch {unit * max(1, round(32 / unit))} (the default)."
             )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1 (got {self.batch_size}); leave it out for the frontier's smallest or the search space's middle.")
         if (self.points is not None and self.points < 1) or self.measurements < 2:
             raise UserError(f"--points must be at least 1 and --measurements at least 2 (got {self.points} and {self.measurements}).")
         return replace(self, small_batch=small, big_batch=big)

@@ -5,12 +5,12 @@ import itertools
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Mapping
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -81,6 +81,12 @@ def _not_measured(axis: plt.Axes, why: str) -> None:
     axis.set_yticks([])
 
 
+def _label_log_axis(axis: plt.Axes) -> None:
+    """Tick labels on a log axis even when its values span less than a decade (matplotlib then labels no major tick)."""
+    axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+    axis.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}" if value > 0 else ""))
+
+
 def _save(figure: plt.Figure, path: Path) -> str:
     figure.tight_layout()
     figure.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
@@ -98,10 +104,13 @@ def _mark_noise_scale(axis: plt.Axes, probe: ProbeResult | None) -> None:
         axis.axvline(critical, color="C3", ls="-.", lw=1.2, label=f"probe: B_simple = {critical:,.0f} (a proxy for B_crit)")
 
 
-def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path, probe: Mapping[str, Any] | None = None) -> str:
+def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[FrozenTrial], path: Path, probe: ProbeResult | None = None) -> str:
+    """The best loss per batch size, and the best accuracy beside it when the study's loss classifies (no empty panel)."""
     sizes = [r.batch_size for r in results]
     measured = [r for r in results if r.best is not None]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    classifies = any(r.best_val_acc is not None for r in results)
+    figure, axes = plt.subplots(1, 2 if classifies else 1, figsize=(11 if classifies else 6, 4.2), squeeze=False)
+    loss_axis = axes[0][0]
     _per_batch_size(
         loss_axis, results, done, [t.value for t in done], [r.best_loss for r in results], "C0", "final validation loss",
         "Best validation loss per batch size\n(labels: completed / sampled trials; red: none completed)", label="best per batch size",
@@ -110,14 +119,13 @@ def figure_best_per_batch_size(results: list[BatchSizeResult], done: list[Frozen
         loss_axis.annotate(f"{r.completed}/{r.sampled}", (r.batch_size, r.best_loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
     _mark_noise_scale(loss_axis, probe)
     loss_axis.legend(fontsize=7)
-    accuracies = [_or_nan(TrialRecord.of(t).final_val_acc) for t in done]
-    _per_batch_size(
-        acc_axis, results, done, accuracies, [r.best_val_acc for r in results], "C1",
-        "final validation accuracy", "Best validation accuracy per batch size",
-    )
-    if all(r.best_val_acc is None for r in results):
-        _not_measured(acc_axis, "no accuracy: the study's loss is not a classification loss")
-    for axis in (loss_axis, acc_axis):
+    if classifies:
+        accuracies = [_or_nan(TrialRecord.of(t).final_val_acc) for t in done]
+        _per_batch_size(
+            axes[0][1], results, done, accuracies, [r.best_val_acc for r in results], "C1",
+            "final validation accuracy", "Best validation accuracy per batch size",
+        )
+    for axis in axes[0]:
         _log2_axis(axis, sizes)
     return _save(figure, path)
 
@@ -351,6 +359,7 @@ def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit 
         lr_axis.plot(xs, [math.exp(intercept + fit.exponent * math.log(x)) for x in xs], "--", color="C1", lw=1,
                      label=f"fit: B^{fit.exponent:.2f}{interval}")
     lr_axis.set_yscale("log")
+    _label_log_axis(lr_axis)
     lr_axis.set_ylabel("effective learning rate")
     momentum_axis = lr_axis.twinx()
     momentum_axis.plot([r.batch_size for r in rows], [r.momentum for r in rows], "s", color="C2", ms=5, label="momentum")

@@ -315,7 +315,8 @@ def write_report(report: StudyReport, study: optuna.Study, url: str, out: Path) 
     fits = (report.lr_fits[0], report.lr_fits[1])
     advice, critical, rows = report.recommendation, report.critical_batch, report.frontier
     sections = {
-        "summary": "".join(f"<p>{html.escape(line)}</p>" for line in report.summary),
+        # The recommendation opens the frontier section, just below: not twice on one page.
+        "summary": "".join(f"<p>{html.escape(line)}</p>" for line in report.summary if not advice or line != advice.reason),
         "frontier": _frontier_section(
             rows, advice.reason if advice else None, sizes,
             figure_frontier(rows, sizes, report.lr_exponent, out / "frontier.png", critical) if report.is_frontier else None,

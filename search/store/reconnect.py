@@ -31,6 +31,12 @@ def _is_connection_error(error: BaseException) -> bool:
     )
 
 
+def _disk_full(error: BaseException) -> bool:
+    """SQLite's "database or disk is full", PostgreSQL's "No space left on device" / "could not extend file"."""
+    text = str(error.__cause__ or error).lower()
+    return "disk is full" in text or "no space left" in text or "could not extend file" in text
+
+
 class Reconnecting:
     """What `retrying` needs of the object whose methods it wraps."""
 
@@ -50,6 +56,12 @@ def call_retrying(call: Callable[[], T], holder: Reconnecting) -> T:
         except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
             if not _is_connection_error(error):
                 raise
+            if _disk_full(error):  # no retry mends a full disk: say so at once
+                holder.lost = UserError(
+                    "The study database's disk is full (the database reports it cannot write). Finished trials are safe in it; "
+                    "free some space on that disk (or move the storage to a larger one) and run the same command again to resume."
+                )
+                raise holder.lost from None
             if time.monotonic() + delay > deadline:
                 holder.lost = UserError(
                     f"Lost the connection to the study database for more than {holder.retry_window:.0f} s "

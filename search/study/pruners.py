@@ -57,13 +57,36 @@ _FACTORIES: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study's pruner, tried once on made-up trials: an argument Optuna accepts but fails on at the first prune
+    (Hyperband's `reduction_factor: 1` divides by zero there) is refused now, before the study exists."""
     name, args = spec.pruner.name, dict(spec.pruner.args)
     try:
         pruner = _FACTORIES[name](spec, **args)
-    except (TypeError, ValueError) as error:
+        _dry_run(pruner, spec)
+    except (TypeError, ValueError, ZeroDivisionError, ArithmeticError, IndexError, KeyError) as error:
         raise UserError(
-            f"pruner '{name}' does not accept arguments {sorted(args)[:10]}: {str(error)[:200]}. Step-valued arguments are in examples "
-            f"seen (n_warmup_examples, min_resource_examples); see the README's pruner table."
+            f"pruner '{name}' cannot run with arguments {dict(sorted(args.items())[:10])}: {type(error).__name__}: {str(error)[:200]}. "
+            "Fix pruner.args (e.g. reduction_factor at least 2; step-valued arguments are in examples seen: n_warmup_examples, "
+            "min_resource_examples); docs/usage.md lists each pruner's arguments."
         ) from None
     return WithinBatchSizePruner(pruner) if spec.strategy == "frontier" else pruner
+
+
+def _dry_run(pruner: optuna.pruners.BasePruner, spec: StudySpec) -> None:
+    """Six made-up trials reporting at the study's checkpoints, each asking the pruner (in memory, nothing stored)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+        last = max(spec.pruning_resources()[1], 1)
+        steps = sorted({max(1, last * k // 4) for k in range(1, 5)})
+        for number in range(6):
+            trial = study.ask()
+            for step in steps:
+                trial.report(1.0 + number / 10 + 1.0 / step, step)
+                if trial.should_prune():
+                    break
+            study.tell(trial, 1.0 + number / 10)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 

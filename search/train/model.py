@@ -10,6 +10,7 @@ from torch import nn
 from search.config.classpath import exit_error, instantiate
 from search.config.load import PROJECT_ROOT
 from search.config.spec import BUILTIN_MODELS, CodeSpec, StudySpec
+from search.data.slicing import Batch, batch_length, split_batch
 from search.data.source import TrialData
 from search.errors import UserError
 from search.train.loss import build_loss
@@ -47,17 +48,22 @@ def training_step(spec: StudySpec, model: nn.Module, device: torch.device, autoc
 
 
 def check_model(spec: StudySpec, data: TrialData) -> torch.nn.Module:
-    """Build the model and backpropagate the loss of two training examples, so a model that
-    cannot be built, or whose output does not fit the loss or the data, fails before the study
-    exists; returns the model it built, for a caller that needs to look at one."""
+    """Build the model, backpropagate the loss of two training examples and measure two validation examples,
+    so a model that cannot be built, or whose output does not fit the loss or the data (the validation data's
+    too: labels out of range, another feature width, none at all), fails before the study exists; returns the
+    model it built, for a caller that needs to look at one."""
     described = spec.model.describe()
     try:
         model = build_model(spec, data).to(data.device).train()
         step = training_step(spec, model, data.device)
         batch = data.fixed_subset(2, seed=0)
         step.accumulate(batch, None, 2)
+        validation = _first_validation_examples(data)
         if step.lightning:
-            _check_validation_logs(model, batch, described)
+            _check_validation_logs(model, validation, described)
+        else:
+            step.evaluate(validation)
+            model.train()
         if not step.lightning and spec.model.name is not None:
             with torch.no_grad():
                 outputs = model.eval()(batch[0])
@@ -74,6 +80,21 @@ def check_model(spec: StudySpec, data: TrialData) -> torch.nn.Module:
         raise UserError(
             f"Model '{described}'{arguments} cannot train on {data.describe()}: {detail}. Fix `model` (or `loss`) in the study file."
         ) from None
+
+
+def _first_validation_examples(data: TrialData, examples: int = 2) -> Batch:
+    """The first few validation examples; no validation data at all is the user's to fix, here."""
+    try:
+        batch = next(iter(data.val_batches()), None)
+    except TypeError:  # a DataModule whose val_dataloader() returned None
+        batch = None
+    if batch is None or batch_length(batch) == 0:
+        raise UserError(
+            f"The validation data of {data.describe()} is empty (or val_dataloader() returned None): trials are compared and "
+            "pruned on validation loss, so there must be some. Give the data a validation split (val_size, or 'val' / "
+            "val_dataloader() for your own data)."
+        )
+    return split_batch(batch, examples)[0]
 
 
 def _check_validation_logs(model: nn.Module, batch: object, described: str) -> None:
