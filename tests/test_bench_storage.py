@@ -5,9 +5,12 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from bench.storage import Config, Locations, measure, seed_trials, study_spec
 
 
+@pytest.mark.slow
 def test_a_worker_process_runs_trials_and_times_its_storage_calls(tmp_path: Path) -> None:
     seeds = seed_trials(study_spec())
     where = Locations(postgresql="postgresql+psycopg2://unused", folder=tmp_path)

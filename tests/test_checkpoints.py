@@ -60,6 +60,7 @@ def sqlite_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "name": name, "path": path, "url": url, "folder": root / name / "artifacts"}
 
 
+@pytest.mark.slow
 def test_the_k_best_completed_trials_keep_their_weights_and_no_other(sqlite_study: dict[str, Any]) -> None:
     study = optuna.load_study(study_name=sqlite_study["name"], storage=sqlite_study["url"])
     completed = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))
@@ -98,6 +99,7 @@ def test_best_and_the_sql_views_show_where_the_weights_are(sqlite_study: dict[st
     assert best[0] == rows[0]["number"] and best[1] == paths[0] and best[1].endswith(best[2])
 
 
+@pytest.mark.slow
 def test_evaluate_from_checkpoint_measures_the_kept_weights_without_retraining(sqlite_study: dict[str, Any]) -> None:
     args = ("--study", sqlite_study["name"], "--storage", sqlite_study["url"], "--top", str(K + 1), "--from-checkpoint")
     result = run_cli("search.evaluate", *args, cwd=sqlite_study["root"])
@@ -122,6 +124,7 @@ def test_evaluate_from_checkpoint_measures_the_kept_weights_without_retraining(s
     assert len(optuna.load_study(study_name=sqlite_study["name"] + ":evaluation", storage=sqlite_study["url"]).trials) == K
 
 
+@pytest.mark.slow
 def test_report_uploads_its_figures_as_study_artifacts(sqlite_study: dict[str, Any]) -> None:
     args = ("--study", sqlite_study["name"], "--storage", sqlite_study["url"], "--out", str(sqlite_study["root"] / "report"))
     first = run_cli("search.report", *args, cwd=sqlite_study["root"])
@@ -203,6 +206,7 @@ class _Peak:
         return max(self.peak, len(_weight_files(self.folder)))
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_on_postgres_never_keep_more_than_k(study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "shared" / "weights"

@@ -17,6 +17,7 @@ from search.analysis.critical import (
     monotone,
 )
 from search.analysis.frontier import seed_losses
+from search.record import ProbeResult
 
 BUDGET, SMALL, SIZES = 16384, 16, [16, 32, 64, 128, 256, 512, 1024]
 DISTRIBUTIONS = {"batch_size": CategoricalDistribution(SIZES), "lr": FloatDistribution(1e-3, 1.0, log=True), "momentum": FloatDistribution(0, 0.99)}
@@ -76,7 +77,11 @@ def test_points_beyond_the_curve_are_counted_and_left_out() -> None:
 def test_a_constant_noise_scale_predicts_the_planted_frontier() -> None:
     b_crit = 150.0
     trials = planted_study(b_crit)
-    probe = {"batch_size": 64, "points": [{"examples_seen": e, "b_simple": b_crit, "b_simple_loss": 2.0} for e in (0, 8192, 16384)]}
+    probe = ProbeResult.from_dict({
+        "created": "2026-12-07T00:00:00", "batch_size": 64, "effective_lr": 0.1, "momentum": 0.9, "train_examples": 16384,
+        "small_batch": 16, "big_batch": 256, "measurements": 4,
+        "points": [{"examples_seen": e, "b_simple": b_crit, "b_simple_loss": 2.0} for e in (0, 8192, 16384)],
+    })
     result = critical_batch(trials, seed_losses(trials), probe)
     assert result.b_simple == b_crit and result.ratio == pytest.approx(1.0, rel=1e-6)
     mean_losses = {b: sum(small_loss(BUDGET * (1 + SMALL / b_crit) / (1 + b / b_crit), k) for k in range(3)) / 3 for b in SIZES}

@@ -351,6 +351,7 @@ def test_outside_an_array_task_the_script_stops(slurm: FakeSlurm) -> None:
     assert not (slurm.record / "argv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_array_tasks_share_one_study_on_postgres(slurm: FakeSlurm, study_file: Callable[..., Path], password_role: None) -> None:
     """The script for real: two array tasks at once run the real search.run against the local

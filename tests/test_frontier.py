@@ -90,6 +90,7 @@ def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_si
     assert all(len(values) == 1 for values in by_index.values()) and len(by_index) == seeds
 
 
+@pytest.mark.slow
 def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_paired_seeds(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = _frontier_file(study_file)
     assert load_spec(str(path)).n_trials == 2 * (3 + 2) + 3 * 2
@@ -140,6 +141,7 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     assert "Why: the critical batch size" in (tmp_path / "report" / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_stopped_frontier_study_resumes_to_exactly_the_derived_count(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = _frontier_file(study_file)
     first = run_cli("search.run", "--study", str(path), "--quiet", "--n-trials", "5", cwd=tmp_path)
@@ -152,6 +154,7 @@ def test_a_stopped_frontier_study_resumes_to_exactly_the_derived_count(study_fil
     _check_plan(_trials(url, path.stem), [16, 64], 3, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_on_postgres_reach_exactly_the_derived_count(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies: Any

@@ -39,6 +39,7 @@ def test_redact_hides_every_password(url: str, hidden: str, shown: str) -> None:
     assert hidden not in redact(url) and shown in redact(url)
 
 
+@pytest.mark.slow
 def test_resume_follows_the_data_not_its_path(tmp_path: Path) -> None:
     """A moved copy of the data resumes the study; other data under the same study never does."""
     first, other = write_image_folder(tmp_path / "a", classes=3, size=16), write_image_folder(tmp_path / "b", classes=4, size=20)
@@ -59,6 +60,7 @@ def test_resume_follows_the_data_not_its_path(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="folder", storage=url).trials) == 2
 
 
+@pytest.mark.slow
 def test_reruns_and_workers_draw_fresh_points(study_file: Callable[..., Path], tmp_path: Path) -> None:
     assert sampler_seed(7) == 7  # a study's first run draws from its stored seed
     seeds = {sampler_seed(7, trials, worker, host) for trials in (0, 3) for worker in (0, 1) for host in ("", "node-2")}
@@ -111,6 +113,7 @@ def test_signals_while_decoding_stop_the_decoders_and_store_nothing(tmp_path: Pa
     assert signal.getsignal(signal.SIGTERM) == handler  # decoding's own handler is gone: the one before it is back
 
 
+@pytest.mark.slow
 def test_measuring_never_creates_or_pins_the_study(study_file: Callable[..., Path], tmp_path: Path) -> None:
     """The README's sequence: search.speed, then search.run with a time budget; a probe, then another budget."""
     path = study_file({"pruner": {"name": "none", "args": {}}, "diagnostics": {"enabled": False}})
@@ -155,6 +158,7 @@ def test_trials_correct_the_profile_and_a_noisy_profile_is_flagged_for_a_time_bu
     assert "measured while the device was busy (at batch sizes 64" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow
 def test_every_command_says_what_it_does_with_an_example(tmp_path: Path) -> None:
     for command in ("run", "best", "report", "evaluate", "dashboard", "probe", "speed"):
         result = subprocess.run([sys.executable, "-m", f"search.{command}", "--help"], cwd=REPO, capture_output=True, text=True)
@@ -162,6 +166,7 @@ def test_every_command_says_what_it_does_with_an_example(tmp_path: Path) -> None
         assert "examples:" in result.stdout and f"python -m search.{command} --study" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_run_shows_progress_with_an_eta_and_warns_about_uneven_budgets(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"budget_examples": 500, "pruner": {"name": "none", "args": {}}, "n_trials": 2, "diagnostics": {"enabled": False}})
     result = run_cli("search.run", "--study", str(path), "--storage", f"sqlite:///{tmp_path / 'eta.sqlite3'}", "--skip-speed-profile", cwd=REPO)
@@ -245,6 +250,7 @@ def test_a_worker_whose_trial_was_declared_lost_goes_on(study_file: Callable[...
     assert study.get_trials()[-1].state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+@pytest.mark.slow
 def test_a_time_budget_too_short_for_the_device_is_refused_before_the_study_exists(study_file: Callable[..., Path], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'short.sqlite3'}"
     path = study_file({"pruner": {"name": "none", "args": {}}})

@@ -54,6 +54,7 @@ def test_what_a_killed_writer_left_is_swept(tmp_path: Path) -> None:
     assert not stale.exists() and fresh.exists()  # a writer still at work keeps its file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [".", "..", ".hidden", "-flag"])
 def test_study_names_that_would_escape_results_are_refused(name: str, study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import run_cli
@@ -185,6 +186,7 @@ class ReadOnlyBatch(pl.LightningDataModule):
         ({"class_path": "badval.ReadOnlyBatch"}, "cannot set"),
     ],
 )
+@pytest.mark.slow
 def test_validation_data_is_checked_before_the_study_exists(data: dict, message: str, study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def,type-arg]
     from tests.conftest import run_cli
 
@@ -217,6 +219,7 @@ def _refused(ran, *words: str) -> None:  # type: ignore[no-untyped-def]
         ({"search_space": {"batch_size": {"min": 3, "max": 8}}}, ("search_space.batch_size: batch size bound 3 is not a power of two",)),
     ],
 )
+@pytest.mark.slow
 def test_refused_runs_store_nothing(changes: dict, words: tuple[str, ...], study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def,type-arg]
     from tests.conftest import run_cli
 
@@ -228,6 +231,7 @@ def test_refused_runs_store_nothing(changes: dict, words: tuple[str, ...], study
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["blocker", path.name])  # no database, no results/
 
 
+@pytest.mark.slow
 def test_a_time_budget_without_a_profile_leaves_no_database(study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import run_cli
 
@@ -237,6 +241,7 @@ def test_a_time_budget_without_a_profile_leaves_no_database(study_file, tmp_path
     assert not (tmp_path / "results" / f"{path.stem}.sqlite3").exists()
 
 
+@pytest.mark.slow
 def test_bad_values_on_the_command_line_and_in_files(study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import run_cli
 
@@ -251,6 +256,7 @@ def test_bad_values_on_the_command_line_and_in_files(study_file, tmp_path: Path)
     _refused(run_cli("search.run", "--study", str(image), cwd=tmp_path, timeout=60), "neither a regular file nor a folder")
 
 
+@pytest.mark.slow
 def test_the_data_cache_under_a_file_is_refused_and_a_damaged_one_rebuilt(image_folder: Path, study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import run_cli
 
@@ -280,6 +286,7 @@ def test_a_full_database_disk_is_said_at_once() -> None:
     assert time.monotonic() - started < 5  # not the 120 s retry window
 
 
+@pytest.mark.slow
 def test_the_dashboard_refuses_a_busy_port_and_an_unknown_host(study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import socket
 
@@ -297,6 +304,7 @@ def test_the_dashboard_refuses_a_busy_port_and_an_unknown_host(study_file, tmp_p
     _refused(run_cli("search.dashboard", "--study", str(path), "--host", "no-such-host.invalid", cwd=tmp_path, timeout=60), "--host")
 
 
+@pytest.mark.slow
 def test_a_report_is_written_whole_or_not_at_all(study_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     from search import api, report
     from tests.conftest import run_cli
@@ -338,3 +346,30 @@ def test_a_log_axis_spanning_less_than_a_decade_is_labelled() -> None:
     labels = [t.get_text() for t in axis.get_yticklabels(minor=True) + axis.get_yticklabels() if t.get_text()]
     plt.close(figure)
     assert any(label in ("0.2", "0.3", "0.4", "0.5") for label in labels), labels
+
+
+@pytest.mark.slow
+def test_weights_a_failed_trial_left_are_tidied_when_the_study_finishes(study_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import optuna
+    from optuna.artifacts import upload_artifact
+
+    from search.record import TrialRecord
+    from tests.conftest import run_cli
+
+    path = study_file({"n_trials": 2, "pruner": {"name": "none", "args": {}}, "checkpoints": {"keep": "best_k", "k": 1}})
+    url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    command = ("search.run", "--study", str(path), "--storage", url, "--skip-speed-profile", "--quiet")
+    assert run_cli(*command, cwd=tmp_path).returncode == 0
+    folder = tmp_path / path.stem / "artifacts"
+    kept = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert len(kept) == 1
+    # A trial that failed after its upload (a worker killed between the two), holding weights of its own.
+    study = optuna.load_study(study_name=path.stem, storage=url)
+    failed = study.ask({"batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64])})
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    artifact_id = upload_artifact(artifact_store=open_store(folder), file_path=str(tmp_path / "w.pt"), study_or_trial=failed)
+    TrialRecord(checkpoint_artifact_id=artifact_id, checkpoint_path=str(folder / artifact_id)).store(failed)
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    assert len([p for p in folder.iterdir() if not p.name.startswith(".")]) == 2
+    assert run_cli(*command, cwd=tmp_path).returncode == 0  # nothing left to run: the worker tidies and ends
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == kept

@@ -87,6 +87,7 @@ def assert_hyperparameters(run: Path, trial: FrozenTrial) -> None:
     assert logged["effective_lr"] == pytest.approx(trial.user_attrs["effective_lr"]) and logged["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
 def test_each_trial_logs_its_curves(kind: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
     if kind == "tensorboard":
@@ -125,6 +126,7 @@ def test_training_points_add_up_to_the_checkpoints(study_file: Callable[..., Pat
     assert total / BUDGET == pytest.approx(sum(c.train_loss for c in log.checkpoints) / len(CHECKPOINTS), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_lightning_module_logs_its_own_metrics_on_the_same_axis(tmp_path: Path) -> None:
     """examples/lightning_regression self.logs train_loss and val_loss: they go to the trial's run at
     examples seen, once each, next to the service's learning rate and speed."""
@@ -158,6 +160,7 @@ def test_logger_none_writes_nothing(study_file: Callable[..., Path], tmp_path: P
     assert sorted(os.listdir(tmp_path)) == sorted([path.name, "none.sqlite3"])  # no results/, no lightning_logs/
 
 
+@pytest.mark.slow
 def test_mlflow_without_its_package_is_one_paragraph(study_file: Callable[..., Path], tmp_path: Path) -> None:
     if importlib.util.find_spec("mlflow") is not None:
         pytest.skip("mlflow is installed here")
@@ -170,6 +173,7 @@ def test_mlflow_without_its_package_is_one_paragraph(study_file: Callable[..., P
     assert not list(tmp_path.rglob("*.sqlite3")) and not (tmp_path / "results").exists()  # nothing stored
 
 
+@pytest.mark.slow
 def test_evaluate_checks_the_logger_first(study_file: Callable[..., Path], tmp_path: Path) -> None:
     """search.evaluate retrains with the stored spec's logger: a missing package stops it before the evaluation study exists."""
     if importlib.util.find_spec("mlflow") is not None:

@@ -104,6 +104,7 @@ def _b_simple(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tens
     return estimate(_step(model, loss_fn), batches, small_batch=chunk, measurements=300).b_simple
 
 
+@pytest.mark.slow
 def test_under_ghost_groups_the_estimate_does_not_move_with_the_chunk_size() -> None:
     """With batch norm over fixed groups of 4 (the probe's normalization), chunks of 4, 16 and 64 agree within 10%;
     with each chunk normalizing itself, they do not (the unit of the estimator becomes the chunk)."""

@@ -22,6 +22,7 @@ def _probes(url: str, name: str) -> dict[str, dict]:
     return {k: v for k, v in attrs.items() if k.startswith(PROBE_PREFIX)}
 
 
+@pytest.mark.slow
 def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = study_file()
     url = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
@@ -55,6 +56,7 @@ def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[...
     ("extra", "message"),
     [(["--small-batch", "16", "--big-batch", "24"], "multiple"), (["--train-examples", "8"], "--train-examples")],
 )
+@pytest.mark.slow
 def test_bad_probe_settings_exit_2(study_file: Callable[..., Path], tmp_path: Path, extra: list[str], message: str) -> None:
     result = run_cli("search.probe", "--study", str(study_file()), "--storage", f"sqlite:///{tmp_path / 'x.sqlite3'}", *extra, cwd=REPO)
     assert result.returncode == 2
@@ -66,6 +68,7 @@ def test_bad_probe_settings_exit_2(study_file: Callable[..., Path], tmp_path: Pa
 BATCH_NORM_MODEL = {"model": {"name": "airbench", "args": {"widths": [4, 4, 4], "stem_width": 4}}, "dataset": {"image_size": 16}}
 
 
+@pytest.mark.slow
 def test_a_batch_norm_model_is_measured_over_groups_of_the_smallest_batch_size(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path, url = study_file(BATCH_NORM_MODEL), f"sqlite:///{tmp_path / 'bn.sqlite3'}"
     bad = run_cli("search.probe", "--study", str(path), "--storage", url, *PROBE_ARGS[:4], "--small-batch", "8", cwd=REPO)

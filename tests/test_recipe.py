@@ -224,6 +224,7 @@ def test_a_lightning_module_trial_recalibrates_before_every_validation() -> None
     assert [c.examples_seen for c in log.checkpoints] == [128, 160] and all(c.val_loss > 0 for c in log.checkpoints)
 
 
+@pytest.mark.slow
 def test_search_run_stores_each_trials_warm_up(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"model": AIRBENCH, "n_trials": 2, "pruner": {"name": "none", "args": {}}})
     result = run_cli("search.run", "--study", str(path), cwd=tmp_path)

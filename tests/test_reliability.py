@@ -39,6 +39,7 @@ def worker_pids(parent: int) -> list[int]:
     return [int(pid) for pid in found]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_worker_killed_mid_trial_is_failed_retried_and_the_study_completes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
@@ -59,6 +60,7 @@ def test_a_worker_killed_mid_trial_is_failed_retried_and_the_study_completes(
     assert retry.state == TrialState.COMPLETE and retry.params == lost.params and retry.user_attrs["reason"] == ""
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_sigint_ends_running_trials_with_a_reason_and_the_same_command_resumes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
@@ -88,6 +90,7 @@ def _server_started(url: str) -> object:
         return connection.execute(sqlalchemy.text("SELECT pg_postmaster_start_time()")).scalar()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_workers_ride_out_a_postgres_restart(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
@@ -104,6 +107,7 @@ def test_workers_ride_out_a_postgres_restart(
     assert counts["COMPLETE"] == 5 and "RUNNING" not in counts and "WAITING" not in counts, counts
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_worker_opening_the_storage_while_the_database_restarts_waits_for_it(postgres_url: str) -> None:
     """A worker starts after its study was created, so a refused connection then is a restart
@@ -126,6 +130,7 @@ def test_a_worker_opening_the_storage_while_the_database_restarts_waits_for_it(p
             pg_ctl("start")
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_database_gone_longer_than_the_retry_window_stops_cleanly_and_a_rerun_completes(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
@@ -147,6 +152,7 @@ def test_a_database_gone_longer_than_the_retry_window_stops_cleanly_and_a_rerun_
     assert counts["COMPLETE"] == 2 and "RUNNING" not in counts, counts
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_eight_workers_from_two_hosts_keep_the_study_total_exact(
     study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies
@@ -170,6 +176,7 @@ def test_eight_workers_from_two_hosts_keep_the_study_total_exact(
     assert printed == 24
 
 
+@pytest.mark.slow
 def test_out_of_memory_fails_that_trial_and_the_next_one_runs(study_file: Callable[..., Path], tmp_path: Path) -> None:
     """A real allocation failure: the worker runs under an address-space limit that a batch of
     4096 32x32 images through a wide CNN exceeds (about 4.5 GB) and a batch of 512 does not."""
@@ -200,6 +207,7 @@ def test_out_of_memory_fails_that_trial_and_the_next_one_runs(study_file: Callab
     assert "(out_of_memory)" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_32_workers_stay_within_postgres_connection_limits(tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
     name = f"pool_{os.getpid()}"
@@ -230,6 +238,7 @@ def test_32_workers_stay_within_postgres_connection_limits(tmp_path: Path, postg
     assert len(trials) == 96 and all(t.state == TrialState.COMPLETE for t in trials)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_workers_opening_an_empty_database_at_once_create_optunas_tables_once() -> None:
     """Two Slurm array tasks starting together on a database without Optuna's tables collided

@@ -146,6 +146,7 @@ def _completed_by_loss(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 # -- search.best -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_study_has_what_the_results_need(study: Study) -> None:
     trials = study.load().get_trials()
     states = {t.state for t in trials}
@@ -207,6 +208,7 @@ def test_views_flatten_every_trial_and_pick_the_best(study: Study) -> None:
     assert best_rows == [{"number": expected.number, "batch_size": expected.params["batch_size"], "value": pytest.approx(expected.value)}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_views_are_created_once_when_workers_start_together(backend: str, tmp_path: Path) -> None:
     """Six processes create the views at the same moment on an empty database: one does, none fails."""
@@ -311,6 +313,7 @@ def test_report_renders_in_headless_chromium(study: Study, tmp_path: Path) -> No
 
 # -- search.evaluate -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluate_retrains_the_top_configurations_on_all_training_images(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     top = _completed_by_loss(study.load().get_trials())[:2]
     assert evaluate.main(["--study", study.name, "--storage", study.url, "--top", "2", "--seeds", "2"]) == 0

@@ -25,6 +25,7 @@ def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
 
 
+@pytest.mark.slow
 def test_default_embedded_storage_end_to_end(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file()
     result = run_cli("search.run", "--study", str(path), cwd=tmp_path)
@@ -39,6 +40,7 @@ def test_default_embedded_storage_end_to_end(study_file: Callable[..., Path], tm
     assert study.user_attrs["budget_examples"] == 512
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["cifar_python", "image_folder_tar", "image_folder"])
 def test_every_data_form_runs(form: str, request: pytest.FixtureRequest, study_file: Callable[..., Path], tmp_path: Path) -> None:
     data = {"cifar_python": "cifar_python_archive", "image_folder_tar": "image_folder_tar", "image_folder": "image_folder"}[form]
@@ -50,6 +52,7 @@ def test_every_data_form_runs(form: str, request: pytest.FixtureRequest, study_f
     assert trial.state == TrialState.COMPLETE and trial.value is not None
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_end_to_end(study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
     path = study_file()
@@ -62,6 +65,7 @@ def test_postgres_end_to_end(study_file: Callable[..., Path], tmp_path: Path, po
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_share_one_study_exactly(study_file: Callable[..., Path], tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
     path = study_file({"n_trials": 6})
@@ -74,6 +78,7 @@ def test_two_workers_share_one_study_exactly(study_file: Callable[..., Path], tm
     assert len({t.user_attrs["worker"] for t in trials}) == 2
 
 
+@pytest.mark.slow
 def test_rerun_resumes_the_study(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path, url = study_file({"n_trials": 2}), sqlite_url(tmp_path)
     assert run_cli("search.run", "--study", str(path), "--storage", url, cwd=tmp_path).returncode == 0
@@ -87,6 +92,7 @@ def test_rerun_resumes_the_study(study_file: Callable[..., Path], tmp_path: Path
     assert again.returncode == 0 and len(load(url, path.stem).trials) == 4
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path, url = study_file({"n_trials": 1}), sqlite_url(tmp_path)
     assert run_cli("search.run", "--study", str(path), "--storage", url, cwd=tmp_path).returncode == 0
@@ -95,6 +101,7 @@ def test_resume_with_other_settings_is_refused(study_file: Callable[..., Path], 
     assert len(load(url, path.stem).trials) == 1
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_bad_trial_early(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"n_trials": 2, "search_space": {"lr": {"low": 1e-7, "high": 1.0}}})
     url = sqlite_url(tmp_path)
@@ -110,6 +117,7 @@ def test_pruning_stops_a_bad_trial_early(study_file: Callable[..., Path], tmp_pa
     assert bad.user_attrs["examples_seen"] < good.user_attrs["examples_seen"]
 
 
+@pytest.mark.slow
 def test_several_workers_on_sqlite_are_refused(study_file: Callable[..., Path], tmp_path: Path) -> None:
     result = run_cli("search.run", "--study", str(study_file()), "--workers", "2", cwd=tmp_path)
     assert result.returncode == 2 and "PostgreSQL" in result.stderr and "Traceback" not in result.stderr
@@ -127,6 +135,7 @@ def test_several_workers_on_sqlite_are_refused(study_file: Callable[..., Path], 
         (["--workers", "many"], "--workers"),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_exit_2_with_a_message_and_write_nothing(args: list[str], message: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"dataset": {"name": "image_folder", "path": "/nonexistent"}} if "--data" in args else None)
     result = run_cli("search.run", *(["--study", str(path)] if "--study" not in args else []), *args, cwd=tmp_path)
@@ -135,6 +144,7 @@ def test_user_errors_exit_2_with_a_message_and_write_nothing(args: list[str], me
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_trial_with_a_reason_and_a_rerun_resumes(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({
         "n_trials": 1, "budget_examples": 98304,

@@ -47,6 +47,7 @@ def assert_in_space(trials: list[FrozenTrial], changes: dict[str, Any]) -> None:
         assert space.momentum.low <= trial.params["momentum"] <= space.momentum.high
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_runs_a_study_on_sqlite(name: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
     changes = merge(PLAIN, {"sampler": {"name": name}, "n_trials": 3})
@@ -58,6 +59,7 @@ def test_every_sampler_runs_a_study_on_sqlite(name: str, study_file: Callable[..
     assert_sampled_by(name, study.url, study.spec.name, trials)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_runs_a_study_with_two_workers_on_postgres(  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ USER, PASSWORD = PASSWORD_ROLE
 HOST = "127.0.0.1:5432"
 
 
+@pytest.mark.slow
 def test_a_password_in_the_url_is_never_printed(study_file: Callable[..., Path], tmp_path: Path, password_role: None) -> None:
     url = f"postgresql+psycopg2://{USER}:{PASSWORD}@{HOST}/{USER}"
     path = study_file({"n_trials": 1})
@@ -25,6 +26,7 @@ def test_a_password_in_the_url_is_never_printed(study_file: Callable[..., Path],
     optuna.delete_study(study_name=path.stem, storage=url)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE"])
 def test_credentials_from_the_environment_or_a_file(source: str, study_file: Callable[..., Path], tmp_path: Path, password_role: None) -> None:
     url = f"postgresql+psycopg2://{USER}@{HOST}/{USER}"

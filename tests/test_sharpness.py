@@ -109,6 +109,7 @@ def _trials(study_file: Callable[..., Path], tmp_path: Path, diagnostics: dict[s
     return optuna.load_study(study_name=path.stem, storage=url).get_trials(states=(TrialState.COMPLETE,))
 
 
+@pytest.mark.slow
 def test_completed_trials_carry_sharpness_and_gap(study_file: Callable[..., Path], tmp_path: Path) -> None:
     # A generous limit: these trials train for well under a second, so 5% would skip the Hessian.
     done = _trials(study_file, tmp_path, {"examples": 32, "max_iterations": 30, "loss_examples": 64, "max_fraction": 100.0})
@@ -124,6 +125,7 @@ def test_completed_trials_carry_sharpness_and_gap(study_file: Callable[..., Path
         assert attrs["sharpness_lr_relative"] == pytest.approx(attrs["effective_lr"] * attrs["sharpness"] / threshold)
 
 
+@pytest.mark.slow
 def test_diagnostics_can_be_off(study_file: Callable[..., Path], tmp_path: Path) -> None:
     done = _trials(study_file, tmp_path, {"enabled": False})
     assert done and not any("sharpness" in t.user_attrs or "generalization_gap" in t.user_attrs for t in done)

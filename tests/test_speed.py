@@ -55,6 +55,7 @@ def test_profile_survives_the_round_trip_through_the_study(tmp_path: Path) -> No
     assert [p.device for p in measurements.profiles_in(reloaded.user_attrs)] == ["other", "test device"]
 
 
+@pytest.mark.slow
 def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(speed, "TIMED_SECONDS", 0.1)
     monkeypatch.setattr(speed, "WARMUP_SECONDS", 0.05)
@@ -75,6 +76,7 @@ def test_measure_runs_the_real_step_for_every_size(study_file: Callable[..., Pat
     assert [row.split()[0] for row in rows] == ["8", "16", "32", "64"] and "<- fastest" in table
 
 
+@pytest.mark.slow
 def test_speed_cli_prints_the_table_and_stores_the_profile(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file()
     url = f"sqlite:///{tmp_path / 'speed.sqlite3'}"

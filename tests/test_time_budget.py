@@ -94,6 +94,7 @@ def test_two_speeds_finds_the_fastest_to_target_and_the_best_per_example() -> No
     assert two_speeds_sentence(strict).startswith("On cpu (2 threads), only batch size 16 reached loss 1.0200 (in 20.5 s")
 
 
+@pytest.mark.slow
 def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"budget_seconds": 1.5, "min_steps": 2, "pruner": {"name": "median", "report_every_seconds": 0.5}})
     url = f"sqlite:///{tmp_path / 'time.sqlite3'}"
@@ -130,6 +131,7 @@ def test_time_budget_study_end_to_end(study_file: Callable[..., Path], tmp_path:
     assert (tmp_path / "report" / "two_speeds_0.png").is_file() and (tmp_path / "report" / "throughput.png").is_file()
 
 
+@pytest.mark.slow
 def test_run_measures_each_device_once_and_can_skip_it(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = study_file({"n_trials": 1, "search_space": {"batch_size": [16, 32]}})
     url = f"sqlite:///{tmp_path / 'profile.sqlite3'}"

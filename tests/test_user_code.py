@@ -133,6 +133,7 @@ def assert_one_paragraph(stderr: str) -> None:
 # --- the examples end to end -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", ["tabular", "regression"])
 def test_example_runs_end_to_end_then_best(example: str, request: pytest.FixtureRequest) -> None:
     run: ExampleRun = request.getfixturevalue(example)
@@ -148,6 +149,7 @@ def test_example_runs_end_to_end_then_best(example: str, request: pytest.Fixture
     assert ranked and ranked[0][1] == str(winner.number), best.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", ["tabular", "regression"])
 def test_example_report(example: str, request: pytest.FixtureRequest) -> None:
     run: ExampleRun = request.getfixturevalue(example)
@@ -209,6 +211,7 @@ def test_exact_budgets_and_equal_examples_checkpoints(example: str, request: pyt
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 3  # the median pruner's start-up trials
 
 
+@pytest.mark.slow
 def test_evaluate_the_tabular_example_on_its_test_split(tabular: ExampleRun) -> None:
     assert tabular.result.returncode == 0, tabular.result.stderr
     result = run_cli("search.evaluate", "--study", tabular.name, "--storage", tabular.url, "--top", "1", "--seeds", "1", cwd=tabular.folder)
@@ -297,6 +300,7 @@ def test_streamed_datasets_serve_exact_batches_in_a_seeded_order(
     assert all(math.isfinite(c.val_loss) and c.val_acc is not None for c in log.checkpoints)
 
 
+@pytest.mark.slow
 def test_datamodule_batches_are_exact_and_seeded(isolated_imports: None) -> None:
     spec = load_spec(str(REGRESSION))
     data = load_user_data(spec, CPU, min(BATCH_SIZES))
@@ -465,6 +469,7 @@ def test_bad_user_code_exits_2_with_one_paragraph(case: str, bad_runs: dict[str,
 # --- several workers and resume on PostgreSQL ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_then_resume_with_user_code_on_postgres(tmp_path: Path, postgres_url: str, drop_studies) -> None:  # type: ignore[no-untyped-def]
     name = f"user_code_{uuid.uuid4().hex[:10]}"

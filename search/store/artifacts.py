@@ -192,11 +192,7 @@ class CheckpointKeeper:
         (`save(path)` writes them), and remove the weights that fell out. Returns the kept file."""
         with self.lock:
             others = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number]
-            held = self._held(others)
-            best = self._best(others, held, trial.number, value)
-            for artifact_id, holders in held.items():
-                if not any(t.number in best for t in holders):
-                    self.remove(artifact_id)
+            best = self._retain(others, trial.number, value)
             if trial.number not in best:
                 return None
             with tempfile.TemporaryDirectory(prefix="search-weights-") as scratch:
@@ -206,6 +202,21 @@ class CheckpointKeeper:
             path = self.folder / artifact_id
             TrialRecord(checkpoint_artifact_id=artifact_id, checkpoint_path=str(path)).store(trial)
             return path
+
+    def tidy(self, study: optuna.Study) -> None:
+        """Remove the weights no longer among the k best: what a failed trial (and the retry that inherited its
+        attributes) left when no later trial completed to clear it. Workers call it as they start."""
+        with self.lock:
+            self._retain(study.get_trials(deepcopy=False), None, None)
+
+    def _retain(self, others: list[FrozenTrial], number: int | None, value: float | None) -> set[int]:
+        """Remove every kept weights file none of whose trials is among the k best; returns the best trials' numbers."""
+        held = self._held(others)
+        best = self._best(others, held, number, value)
+        for artifact_id, holders in held.items():
+            if not any(t.number in best for t in holders):
+                self.remove(artifact_id)
+        return best
 
     def remove(self, artifact_id: str) -> None:
         """Remove one trial's weights and every record of them."""
@@ -226,7 +237,7 @@ class CheckpointKeeper:
                 held.setdefault(artifact_id, []).append(trial)
         return held
 
-    def _best(self, others: list[FrozenTrial], held: dict[str, list[FrozenTrial]], number: int, value: float) -> set[int]:
+    def _best(self, others: list[FrozenTrial], held: dict[str, list[FrozenTrial]], number: int | None, value: float | None) -> set[int]:
         """The numbers of the k best among the completed trials, the running trials that hold
         weights (another worker's trial between its upload and its end) and this trial."""
         ranked: dict[int, float] = {t.number: float(t.value) for t in others if is_completed(t)}  # type: ignore[arg-type]
@@ -235,7 +246,8 @@ class CheckpointKeeper:
                 loss = TrialRecord.of(t).final_val_loss
                 if t.state == TrialState.RUNNING and is_finite(loss):
                     ranked.setdefault(t.number, float(loss))  # type: ignore[arg-type]
-        ranked[number] = value
+        if number is not None and value is not None:
+            ranked[number] = value
         return set(sorted(ranked, key=lambda n: (ranked[n], n))[: self.k])
 
 

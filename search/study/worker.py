@@ -131,6 +131,8 @@ def run_worker(
                 raise storage.lost from None
             raise
         if turn == "finished":
+            if keeper is not None:
+                keeper.tidy(study)  # weights a failed trial left, when no later trial completed to clear them
             break
         if turn == "claimed":
             # The last trials are running elsewhere; wait in case their workers die.
