@@ -6,6 +6,9 @@
     study.best(top=3)
     report = Study.open("smoke").analyze()     # everything the report says, as one object
 
+Training (torch, Lightning) is imported inside the methods that train, so reading results
+(`search.best`, `search.report`, the analysis) never loads it.
+
 Everything a user can get wrong is checked before the storage is touched: the study file,
 the data, the model, the budget, the database. Then the study is created (or resumed) once
 and the workers (one per GPU, or the CPU) share it until the study-wide number of trials.
@@ -19,11 +22,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import optuna
 import sqlalchemy
-import torch
 from sqlalchemy.engine import make_url
 
 from search.analysis.evaluation import evaluation_results
@@ -32,17 +34,8 @@ from search.analysis.study_report import StudyReport, analyze
 from search.config.load import load_spec, validate_spec
 from search.config.spec import StudySpec
 from search.config.trust import trusted_spec
-from search.data.source import load_data
 from search.errors import EXIT_USER_ERROR, UserError
-from search.measure.probe import (
-    ProbeRun,
-    ProbeSettings,
-    normalization_group,
-    run_probe,
-    untuned_run,
-)
 from search.measure.profile import SpeedProfile
-from search.measure.speed import measure, profile_sizes
 from search.record import ProbeResult, TrialRecord
 from search.render.console import (
     Progress,
@@ -71,17 +64,12 @@ from search.store.trials import (
     state_counts,
 )
 from search.store.urls import RESULTS_DIR, STORAGE_ENV, backend, redact, resolve_url
-from search.study import evaluation
-from search.study.launch import describe_workers, spawn_workers, worker_count
-from search.study.measured import check_budget_profile, device_profile, share_probes
 from search.study.pruners import build_pruner
 from search.study.shutdown import STOP
 from search.study.space import build_sampler
-from search.study.worker import run_worker
-from search.train.curves import check_logger
-from search.train.device import worker_device
-from search.train.model import check_model
 
+if TYPE_CHECKING:  # training modules are imported where they train (see the module docstring)
+    from search.measure.probe import ProbeRun, ProbeSettings
 
 class Study:
     """A study: what it trains (its spec) and where its trials are stored (a database URL).
@@ -133,6 +121,20 @@ class Study:
         exit code (0, or 130/143 when interrupted: run again to resume)."""
         if n_trials is not None:
             return self.with_settings(n_trials=n_trials).run(workers=workers, quiet=quiet, speed_profile=speed_profile)
+        import torch
+
+        from search.data.source import load_data
+        from search.study.launch import describe_workers, spawn_workers, worker_count
+        from search.study.measured import (
+            check_budget_profile,
+            device_profile,
+            share_probes,
+        )
+        from search.study.worker import run_worker
+        from search.train.curves import check_logger
+        from search.train.device import worker_device
+        from search.train.model import check_model
+
         spec, url = self.spec, self.url
         check_logger(spec.logging, spec.name)  # a logger's missing package: one paragraph, before anything is stored
         count = worker_count(str(workers))
@@ -224,6 +226,9 @@ class Study:
         `from_checkpoint`, measure their kept weights); returns the exit code (1 if a run failed)."""
         if top < 1 or seeds < 1:
             raise UserError(f"--top and --seeds must be at least 1 (got --top {top} --seeds {seeds}).")
+        from search.study import evaluation
+        from search.train.curves import check_logger
+
         storage = connect(self.url)
         source = load(storage, self.name, self.url)
         spec = self._stored_spec(source, data)
@@ -249,9 +254,20 @@ class Study:
                 print(evaluation_summary_line(result))
         return 1 if failed else 0
 
-    def probe(self, settings: ProbeSettings = ProbeSettings()) -> ProbeResult:
+    def probe(self, settings: ProbeSettings | None = None) -> ProbeResult:
         """Measure B_simple along a run of the study's model (its frontier's tuned smallest batch size when it has one)
         and keep the result for the study, its model and its data."""
+        from search.data.source import load_data
+        from search.measure.probe import (
+            ProbeSettings,
+            normalization_group,
+            run_probe,
+            untuned_run,
+        )
+        from search.train.device import worker_device
+        from search.train.model import check_model
+
+        settings = settings or ProbeSettings()
         spec = self.spec
         device, device_name = worker_device()
         data = load_data(spec, device)
@@ -270,6 +286,10 @@ class Study:
     def speed(self, data: str | None = None) -> SpeedProfile:
         """Measure this device's speed profile of the study's model and keep it for the model and data (and on the
         study, if it exists: its later trials use the new rates)."""
+        from search.data.source import load_data
+        from search.measure.speed import measure, profile_sizes
+        from search.train.device import worker_device
+
         storage = open_storage(self.url)
         study = find(storage, self.name)
         if study is not None:
@@ -336,6 +356,8 @@ def _study_file_spec(study: str) -> StudySpec | None:
 
 def _tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size: int | None) -> ProbeRun | None:
     """The frontier's best configuration at `batch_size` (default: its smallest); None without a frontier."""
+    from search.measure.probe import ProbeRun
+
     study = find(storage, spec.name)
     if study is None:
         return None

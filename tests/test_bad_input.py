@@ -97,7 +97,7 @@ CASES: list[tuple[str, Any, list[str], str]] = [
     ("foreign sqlite database", None, ["--storage", "sqlite:///{tmp}/foreign.sqlite3"], "database of something else"),
     ("not an sqlite database", None, ["--storage", "sqlite:///{tmp}/notes.txt"], "not an SQLite database"),
     ("password in the query string", None, ["--storage", "postgresql+psycopg2://postgres@127.0.0.1:1/x?password=wrong-guess"], "Cannot open"),
-    ("@ inside the password", None, ["--storage", "postgresql+psycopg2://u:wrong-guess@Pass@127.0.0.1:1/x"], "Cannot open"),
+    ("@ inside the password", None, ["--storage", "postgresql+psycopg2://u:wrong-guess@Pass@127.0.0.1:1/x"], "must be percent-encoded, '@' as %40"),
     ("decompression bomb image", {"dataset": {"name": "image_folder", "path": "{tmp}/bomb"}}, [], "too large to decode safely"),
     ("cifar without batches.meta", {"dataset": {"name": "cifar10", "path": "{tmp}/cifar_no_meta"}}, [], "no batches.meta"),
     ("cifar wrong shape", {"dataset": {"name": "cifar10", "path": "{tmp}/cifar_shape"}}, [], "does not hold CIFAR-10 images"),
