@@ -1,6 +1,7 @@
 """The frontier strategy end to end (real trainings, SQLite and PostgreSQL), and every gated sentence on both sides."""
 from __future__ import annotations
 
+import html
 import json
 import math
 import statistics
@@ -138,7 +139,9 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     assert len(critical["points"]) == 2 and len(critical["b_simple_trajectory"]) >= 1
     # Two seeds at one larger batch size give at most two points: measured or not, the reason is given when missing.
     assert critical["b_crit_empirical"] is not None or any(r.startswith("b_crit_empirical") for r in critical["reasons"])
-    assert "Why: the critical batch size" in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Why: the critical batch size" in page
+    assert page.count(html.escape(summary["recommendation"]["reason"])) == 1  # in the frontier section, not again in the summary
 
 
 @pytest.mark.slow

@@ -373,3 +373,18 @@ def test_weights_a_failed_trial_left_are_tidied_when_the_study_finishes(study_fi
     assert len([p for p in folder.iterdir() if not p.name.startswith(".")]) == 2
     assert run_cli(*command, cwd=tmp_path).returncode == 0  # nothing left to run: the worker tidies and ends
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == kept
+
+
+def test_a_read_only_working_directory_is_said_before_anything_is_written(study_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Root writes anywhere, so the check is made to see the working directory as a container's read-only root would."""
+    from search import run
+    from search.store import folders
+
+    path = study_file()
+    monkeypatch.chdir(tmp_path)
+    real = os.access
+    monkeypatch.setattr(folders.os, "access", lambda p, mode: False if Path(p).resolve() == tmp_path.resolve() else real(p, mode))
+    assert run.main(["--study", str(path), "--skip-speed-profile"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "is not writable" in error and "--storage sqlite:///WRITABLE/PATH.sqlite3" in error and "read-only file system" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

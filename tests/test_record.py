@@ -16,6 +16,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
+from PIL import Image
 
 from search import best, report
 from search.analysis.evaluation import evaluation_results, mean_spread_text
@@ -184,6 +185,8 @@ def test_the_report_and_console_show_a_regression_study_without_accuracy(
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<td>32</td><td>2</td><td>2</td><td>0.2500</td><td>–</td>" in page  # best val acc absent
     assert (tmp_path / "report" / "best_per_batch_size.png").stat().st_size > 0
+    with Image.open(tmp_path / "report" / "best_per_batch_size.png") as figure:  # one panel: no empty accuracy panel
+        assert figure.size[0] < figure.size[1] * 2
 
     study = optuna.load_study(study_name=name, storage=url)
     lines = [trial_line(t) for t in study.get_trials()]
