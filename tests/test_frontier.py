@@ -18,11 +18,12 @@ from optuna.trial import TrialState, create_trial
 
 from search.analysis.frontier import (
     claims,
+    compare,
     exponent_fit,
     frontier_rows,
+    holm,
     paired_difference,
     recommend,
-    within_percent,
 )
 from search.analysis.per_batch_size import per_batch_size
 from search.analysis.pruning import pruning_savings
@@ -30,7 +31,7 @@ from search.analysis.scaling import lr_fits
 from search.analysis.study_report import SCHEMA_VERSION
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
-from search.stats import Interval, mean_ci95, t975
+from search.stats import mean_ci95, t975
 from search.study.per_batch_size import PerBatchSizeSampler, WithinBatchSizePruner
 from tests.conftest import REPO, run_cli
 
@@ -215,13 +216,36 @@ def test_better_is_stated_only_when_the_paired_interval_excludes_zero() -> None:
     assert any(line.startswith("Batch size 16 is better than 32") for line in lines), lines
     noisy = _seeds({16: [1.00, 1.10, 1.20], 32: [1.15, 1.02, 1.16]})
     lines = claims(noisy, frontier_rows(noisy), None)
-    assert not any("better than" in line for line in lines) and any("indistinguishable" in line for line in lines), lines
+    # A failed difference test is not equivalence: the batch size is neither worse nor non-inferior.
+    assert not any("better than" in line or line.startswith("Non-inferior") for line in lines), lines
+    assert any(line.startswith("Neither shown worse nor shown non-inferior") for line in lines), lines
 
 
-def test_within_x_percent_only_when_x_exceeds_the_half_width() -> None:
-    assert within_percent(Interval(0.001, 0.002, 3), 1.0) == 0.01  # 1% of 1.0 exceeds 0.003
-    assert within_percent(Interval(0.001, 0.2, 3), 1.0) is None  # the interval is 20% wide: no claim below 10%
-    assert within_percent(Interval(0.001, None, 1), 1.0) is None
+def test_non_inferiority_on_both_sides_of_the_margin() -> None:
+    # Differences 32 - 16 of 0.005, 0.002, 0.003: upper bound 0.00333 + 2.920 x 0.00153 / sqrt(3) = 0.0059 < 1% of 1.10.
+    inside = _seeds({16: [1.00, 1.10, 1.20], 32: [1.005, 1.102, 1.203]})
+    reference, margin_loss, comparisons = compare(inside, frontier_rows(inside))
+    assert reference == 16 and margin_loss == pytest.approx(0.011)
+    (c32,) = [c for c in comparisons if c.batch_size == 32]
+    assert c32.upper_bound == pytest.approx(0.003333 + 2.919986 * 0.0015275 / math.sqrt(3), rel=1e-3) and c32.verdict == "non-inferior"
+    # 0.02, 0.015, 0.012: the bound (0.0285) exceeds the margin, so 32 is not shown non-inferior, whatever a two-sided test says.
+    outside = _seeds({16: [1.00, 1.10, 1.20], 32: [1.02, 1.115, 1.212]})
+    (c32,) = [c for c in compare(outside, frontier_rows(outside))[2] if c.batch_size == 32]
+    assert c32.verdict == "not shown non-inferior"
+    # A wider margin admits it.
+    assert [c.verdict for c in compare(outside, frontier_rows(outside), margin=0.05)[2] if c.batch_size == 32] == ["non-inferior"]
+
+
+def test_holm_adjusts_for_the_number_of_comparisons() -> None:
+    assert holm({1: 0.01, 2: 0.04, 3: 0.03}) == pytest.approx({1: 0.03, 3: 0.06, 2: 0.06})
+    assert holm({1: 0.5}) == {1: 0.5} and holm({}) == {}
+
+
+def test_the_reference_is_chosen_on_the_search_not_on_the_seeds_it_is_tested_on() -> None:
+    trials = _seeds({16: [1.00, 1.10, 1.20], 32: [1.01, 1.11, 1.21]})
+    trials += [_trial(len(trials), 32, 0.90, "search", 0), _trial(len(trials) + 1, 16, 0.95, "search", 0)]
+    reference, _, _ = compare(trials, frontier_rows(trials))
+    assert reference == 32  # best by the search, though 16's seed mean is lower
 
 
 def test_the_exponent_interval_names_only_the_rules_inside_it() -> None:
@@ -236,11 +260,16 @@ def test_the_exponent_interval_names_only_the_rules_inside_it() -> None:
     assert two is not None and two.low is None and two.rules_inside == ()
 
 
-def test_the_recommendation_is_the_largest_batch_size_indistinguishable_from_the_best() -> None:
-    trials = _seeds({16: [1.00, 1.10, 1.20], 32: [1.01, 1.08, 1.22], 64: [1.30, 1.42, 1.51]})
+def test_the_recommendation_is_the_largest_batch_size_non_inferior_to_the_best() -> None:
+    trials = _seeds({16: [1.00, 1.10, 1.20], 32: [1.005, 1.102, 1.203], 64: [1.30, 1.42, 1.51], 128: [1.0, 1.1, 1.2]})
     advice = recommend(trials, frontier_rows(trials))
-    assert advice is not None and advice.batch_size == 32, advice
-    assert "indistinguishable" in advice.reason and "2x larger batch costs +0.3" in advice.reason, advice.reason
+    assert advice is not None and advice.batch_size == 32, advice  # 128 would tie, but 64 breaks the contiguous run
+    assert advice.reference_batch_size == 16 and advice.margin == 0.01 and "non-inferior" in advice.reason
+    assert "2x larger batch costs +0.3" in advice.reason, advice.reason
+    assert {c.batch_size: c.verdict for c in advice.comparisons}[128] == "non-inferior"
+    noisy = _seeds({16: [1.00, 1.10, 1.20], 32: [1.01, 1.08, 1.22]})  # a failed difference test, but a wide bound
+    advice = recommend(noisy, frontier_rows(noisy))
+    assert advice is not None and advice.batch_size == 16 and "no larger batch size is shown non-inferior" in advice.reason
     clear = _seeds({16: [1.00, 1.10, 1.20], 32: [1.05, 1.16, 1.24]})
     advice = recommend(clear, frontier_rows(clear))
     assert advice is not None and advice.batch_size == 16 and "No larger batch size" not in advice.reason

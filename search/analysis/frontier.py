@@ -4,17 +4,23 @@ Each batch size's row is the mean over its seed re-runs (the search's own best v
 minimum over draws, biased low) with a t-based 95% interval. Batch sizes are compared through
 paired differences (seed k of every batch size starts from the same weights and example order),
 which removes the noise the two runs share. Every sentence the report states is decided here by a
-test: "B1 is better than B2" only when the paired interval excludes zero, "within X%" only when
-X exceeds the interval's half-width, a scaling rule only when the exponent's interval holds it.
+test. The reference is the best batch size by the search, whose seeds are not the re-runs', so it is
+not tested on the seeds that chose it. "B1 is better than B2" only when a paired t-test rejects
+equality after Holm's correction across the batch sizes compared; "non-inferior" (the recommendation's
+ground) only when the one-sided 95% upper bound of the paired difference lies within the margin
+(`frontier.margin` of the reference's loss), never from a failed difference test; a scaling rule only
+when the exponent's interval holds it.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import t as student_t
 
 from search.analysis.scaling import SCALING_RULES, ScalingFit, fit_exponent
 from search.record import (
@@ -137,6 +143,23 @@ def with_interval(fit: ScalingFit | None) -> ExponentFit | None:
     return ExponentFit(fit.exponent, low, high, fit.points, inside)
 
 
+# The default non-inferiority margin: a fraction of the reference batch size's mean loss (`frontier.margin`).
+DEFAULT_MARGIN = 0.01
+ALPHA = 0.05  # one-sided for non-inferiority, two-sided (Holm-adjusted) for "better"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One batch size against the reference, over the seeds both completed."""
+
+    batch_size: int
+    seeds: int
+    difference: float | None  # mean paired loss difference, this batch size minus the reference (None: no paired seed)
+    upper_bound: float | None  # its one-sided 95% upper bound (None with fewer than two paired seeds)
+    p_holm: float | None  # two-sided paired t-test of a difference, Holm-adjusted across the batch sizes compared
+    verdict: str  # reference | non-inferior | not shown non-inferior | untested
+
+
 @dataclass(frozen=True)
 class Recommendation:
     batch_size: int
@@ -144,47 +167,109 @@ class Recommendation:
     effective_lr: float
     momentum: float
     reason: str
+    reference_batch_size: int  # the best batch size, chosen on the search's seeds
+    margin: float  # the non-inferiority margin, as a fraction of the reference's mean loss
+    margin_loss: float  # the same margin in loss units
+    comparisons: tuple[Comparison, ...]
 
 
-def differences_from_best(trials: list[FrozenTrial], rows: list[FrontierRow]) -> dict[int, Interval | None]:
-    """Each batch size's paired difference from the best one's loss (the best's own: zero), computed once."""
-    best = min(rows, key=lambda r: r.val_loss_mean)
-    return {row.batch_size: paired_difference(trials, row.batch_size, best.batch_size) for row in rows}
+def reference_batch_size(trials: list[FrozenTrial], rows: list[FrontierRow]) -> int:
+    """The best batch size, chosen on the search trials (their seeds are not the re-runs'): picking the best on the
+    seeds it is then tested on would favour it (the winner's curse). Every batch size has the same number of search
+    draws, so the choice favours none. Without completed search trials, the lowest mean over the seed re-runs."""
+    measured = {r.batch_size for r in rows}
+    searched: dict[int, float] = {}
+    for t in trials:
+        size = batch_size_of(t)
+        if size in measured and _role(t) == SEARCH and t.state == TrialState.COMPLETE and is_finite(t.value):
+            searched[size] = min(searched.get(size, math.inf), t.value)  # type: ignore[arg-type]
+    if searched:
+        return min(searched, key=lambda size: (searched[size], size))
+    return min(rows, key=lambda r: r.val_loss_mean).batch_size
 
 
-def indistinguishable_from_best(trials: list[FrozenTrial], rows: list[FrontierRow]) -> list[int]:
-    """The batch sizes whose paired difference from the best one's loss has an interval holding zero."""
-    best = min(rows, key=lambda r: r.val_loss_mean)
-    return [
-        size for size, d in differences_from_best(trials, rows).items()
-        if size == best.batch_size or (d is not None and d.half_width is not None and not d.excludes_zero)
-    ]
+def holm(p_values: dict[int, float]) -> dict[int, float]:
+    """Holm's step-down adjustment: adjusted p-values, monotone, controlling the family-wise error rate."""
+    adjusted: dict[int, float] = {}
+    running = 0.0
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    for rank, (key, p) in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p))
+        adjusted[key] = running
+    return adjusted
 
 
-def recommend(trials: list[FrozenTrial], rows: list[FrontierRow]) -> Recommendation | None:
-    """The largest batch size statistically indistinguishable from the best: on parallel hardware a
-    step costs about the same whatever the batch, so it reaches the same loss in the fewest steps."""
+def compare(trials: list[FrozenTrial], rows: list[FrontierRow], margin: float = DEFAULT_MARGIN) -> tuple[int, float, list[Comparison]]:
+    """The reference batch size, the margin in loss units, and every batch size's comparison with the reference:
+    non-inferior when the one-sided 95% upper bound of the paired difference is within the margin."""
+    reference = reference_batch_size(trials, rows)
+    reference_row = next(r for r in rows if r.batch_size == reference)
+    margin_loss = margin * abs(reference_row.val_loss_mean)
+    losses = seed_losses(trials)
+    found: dict[int, tuple[int, float | None, float | None, float | None]] = {}
+    for row in rows:
+        if row.batch_size == reference:
+            continue
+        common = sorted(set(losses.get(row.batch_size, {})) & set(losses.get(reference, {})))
+        diffs = [losses[row.batch_size][k] - losses[reference][k] for k in common]
+        if len(diffs) < 2:
+            found[row.batch_size] = (len(diffs), diffs[0] if diffs else None, None, None)
+            continue
+        mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+        n = len(diffs)
+        se = sd / math.sqrt(n)
+        upper = mean + student_t.ppf(1 - ALPHA, n - 1) * se
+        p = 1.0 if se == 0 and mean == 0 else 0.0 if se == 0 else float(2 * student_t.sf(abs(mean) / se, n - 1))
+        found[row.batch_size] = (n, mean, upper, p)
+    adjusted = holm({size: p for size, (_, _, _, p) in found.items() if p is not None})
+    comparisons = [Comparison(reference, reference_row.n_seeds, 0.0, 0.0, None, "reference")]
+    for size, (n, mean, upper, _) in found.items():
+        verdict = "untested" if upper is None else "non-inferior" if upper <= margin_loss else "not shown non-inferior"
+        comparisons.append(Comparison(size, n, mean, upper, adjusted.get(size), verdict))
+    return reference, margin_loss, sorted(comparisons, key=lambda c: c.batch_size)
+
+
+def recommend(trials: list[FrozenTrial], rows: list[FrontierRow], margin: float = DEFAULT_MARGIN) -> Recommendation | None:
+    """The largest batch size of the contiguous run, upward from the reference, of batch sizes non-inferior to it: on
+    parallel hardware a step costs about the same whatever the batch, so it reaches the reference's loss (within the
+    margin) in the fewest steps. Non-inferiority is shown, never assumed from a failed difference test."""
     if not rows:
         return None
-    best = min(rows, key=lambda r: r.val_loss_mean)
-    tied = indistinguishable_from_best(trials, rows)
-    pick = next(r for r in rows if r.batch_size == max(tied))
-    if pick is best:
-        why = f"it has the lowest mean validation loss ({_loss_text(best)})"
-        if len(rows) > 1 and len(tied) == 1:
-            why += "; every other batch size is worse by a paired difference whose 95% interval excludes zero"
+    reference, margin_loss, comparisons = compare(trials, rows, margin)
+    by_size = {c.batch_size: c for c in comparisons}
+    pick_size = reference
+    for size in sorted(s for s in by_size if s > reference):
+        if by_size[size].verdict != "non-inferior":
+            break
+        pick_size = size
+    pick = next(r for r in rows if r.batch_size == pick_size)
+    ref_row = next(r for r in rows if r.batch_size == reference)
+    stated = f"margin {margin:.1%} of the reference's loss ({margin_loss:.4f})"
+    if pick_size == reference:
+        larger = [by_size[s] for s in sorted(by_size) if s > reference]
+        why = f"it is the best batch size by the search (chosen on the search's seeds; on the {ref_row.n_seeds} re-run seeds {_loss_text(ref_row)})"
+        if larger and larger[0].upper_bound is not None:
+            why += (
+                f"; no larger batch size is shown non-inferior ({stated}): the next, {larger[0].batch_size:,}, differs by "
+                f"{larger[0].difference:+.4f} with a one-sided 95% upper bound of {larger[0].upper_bound:+.4f}"
+            )
+        elif larger:
+            why += f"; the next larger batch size, {larger[0].batch_size:,}, has fewer than two paired seeds, so it is not compared"
     else:
+        chosen = by_size[pick_size]
         why = (
-            f"its loss ({_loss_text(pick)}) is statistically indistinguishable from the best, batch size {best.batch_size:,} "
-            f"({_loss_text(best)}; paired 95% interval of the difference holds zero), and it is the largest such batch size: "
-            f"on parallel hardware a step costs about the same at any batch size, so it needs the fewest steps "
-            f"({pick.steps:,} instead of {best.steps:,})" if pick.steps and best.steps else "the largest such batch size"
+            f"it is non-inferior to batch size {reference:,}, the best by the search ({_loss_text(ref_row)}), at {stated}: "
+            f"paired difference {chosen.difference:+.4f}, one-sided 95% upper bound {chosen.upper_bound:+.4f} over "
+            f"{chosen.seeds} seeds, as is every batch size between them; on parallel hardware a step costs about the same "
+            + (f"at any batch size, so it needs the fewest steps ({pick.steps:,} instead of {ref_row.steps:,})" if pick.steps and ref_row.steps else "at any batch size")
         )
     sentence = (
         f"Use batch size {pick.batch_size:,} with lr {pick.lr:.4g} (effective {pick.effective_lr:.4g}) and momentum "
         f"{pick.momentum:.3f} at this budget: {why}. {_doubling_cost(trials, rows, pick)}"
     )
-    return Recommendation(pick.batch_size, pick.lr, pick.effective_lr, pick.momentum, sentence.strip())
+    return Recommendation(
+        pick.batch_size, pick.lr, pick.effective_lr, pick.momentum, sentence.strip(), reference, margin, margin_loss, tuple(comparisons)
+    )
 
 
 def _loss_text(row: FrontierRow) -> str:
@@ -210,60 +295,38 @@ def _doubling_cost(trials: list[FrozenTrial], rows: list[FrontierRow], pick: Fro
     )
 
 
-def claims(trials: list[FrozenTrial], rows: list[FrontierRow], fit: ExponentFit | None) -> list[str]:
-    """The frontier's sentences, each one stated only where its test passes."""
+def claims(trials: list[FrozenTrial], rows: list[FrontierRow], fit: ExponentFit | None, margin: float = DEFAULT_MARGIN) -> list[str]:
+    """The frontier's sentences, each one stated only where its test passes: "better" when the Holm-adjusted paired
+    test rejects equality, "non-inferior" when the one-sided bound is within the margin; nothing from a failed test."""
     if not rows:
         return ["No seed re-run has completed yet, so there is no frontier: let the study finish (its seeds run last)."]
-    lines = []
-    best = min(rows, key=lambda r: r.val_loss_mean)
-    differences = differences_from_best(trials, rows)
-    better, tied = [], []
-    for row in rows:
-        if row is best:
-            continue
-        difference = differences[row.batch_size]
-        if difference is None or difference.half_width is None:
-            continue
-        if difference.excludes_zero:
-            better.append((row, difference))
-        else:
-            tied.append((row, difference))
-    lines.append(f"The lowest mean validation loss is at batch size {best.batch_size:,}: {_loss_text(best)}.")
-    for row, difference in better:
-        winner, loser = (best, row) if difference.mean > 0 else (row, best)
+    reference, margin_loss, comparisons = compare(trials, rows, margin)
+    ref_row = next(r for r in rows if r.batch_size == reference)
+    lines = [f"The best batch size by the search (chosen on the search's seeds) is {reference:,}: on its {ref_row.n_seeds} re-run seeds {_loss_text(ref_row)}."]
+    others = [c for c in comparisons if c.verdict != "reference"]
+    for c in others:
+        if c.p_holm is not None and c.p_holm < ALPHA and c.difference is not None:
+            winner, loser = (reference, c.batch_size) if c.difference > 0 else (c.batch_size, reference)
+            lines.append(
+                f"Batch size {winner:,} is better than {loser:,}: paired difference of {c.batch_size:,} minus {reference:,} "
+                f"{c.difference:+.4f} over {c.seeds} seeds, Holm-adjusted p = {c.p_holm:.3g} across {len(others)} comparisons."
+            )
+    non_inferior = [c for c in others if c.verdict == "non-inferior"]
+    if non_inferior:
         lines.append(
-            f"Batch size {winner.batch_size:,} is better than {loser.batch_size:,}: paired difference of {row.batch_size:,} "
-            f"minus {best.batch_size:,} {difference.mean:+.4f} "
-            f"(95% interval {difference.mean - difference.half_width:+.4f} to {difference.mean + difference.half_width:+.4f}, "  # type: ignore[operator]
-            f"{difference.n} seeds), which excludes zero."
+            f"Non-inferior to {reference:,} at margin {margin:.1%} of its loss ({margin_loss:.4f}; one-sided 95% upper bounds): "
+            + ", ".join(f"batch size {c.batch_size:,} ({c.difference:+.4f}, bound {c.upper_bound:+.4f})" for c in non_inferior) + "."
         )
-    if tied:
+    unsettled = [c for c in others if c.verdict == "not shown non-inferior" and not (c.p_holm is not None and c.p_holm < ALPHA)]
+    if unsettled:
         lines.append(
-            "Statistically indistinguishable from it (paired 95% intervals hold zero): "
-            + ", ".join(f"batch size {r.batch_size:,} ({d.mean:+.4f} ± {d.half_width:.4f})" for r, d in tied) + "."
+            "Neither shown worse nor shown non-inferior (more seeds would tell): "
+            + ", ".join(f"batch size {c.batch_size:,} ({c.difference:+.4f}, bound {c.upper_bound:+.4f})" for c in unsettled) + "."
         )
-        for row, difference in tied:
-            bound = within_percent(difference, best.val_loss_mean)
-            if bound is not None:
-                lines.append(f"Batch size {row.batch_size:,} is within {bound:.0%} of the best loss (that bound exceeds its interval's half-width).")
-    missing = [size for size, d in differences.items() if d is None]
-    if len(rows) > 1 and len(missing) == len(rows) - 1:
-        lines.append("No batch size has two seeds paired with the best one yet: no comparison is stated.")
+    if others and all(c.verdict == "untested" for c in others):
+        lines.append("No batch size has two seeds paired with the reference yet: no comparison is stated.")
     lines.append(exponent_words(fit))
     return lines
-
-
-def within_percent(difference: Interval, best_loss: float) -> float | None:
-    """The smallest whole percent X such that the loss is within X% of the best and X% of the best loss
-    exceeds the interval's half-width (and its upper end); None when no such claim is warranted below 10%."""
-    if difference.half_width is None or not best_loss:
-        return None
-    upper = (abs(difference.mean) + difference.half_width) / abs(best_loss)
-    for percent in range(1, 11):
-        bound = percent / 100
-        if bound > upper and bound * abs(best_loss) > difference.half_width:
-            return bound
-    return None
 
 
 def exponent_words(fit: ExponentFit | None, points: str = "have a frontier point") -> str:

@@ -19,6 +19,7 @@ from search.analysis.critical import CriticalBatch, critical_batch, critical_sen
 from search.analysis.diagnostics import diagnostics_summary, probe_sentence
 from search.analysis.evaluation import EvaluationResult, evaluation_results
 from search.analysis.frontier import (
+    DEFAULT_MARGIN,
     ExponentFit,
     FrontierRow,
     Recommendation,
@@ -138,8 +139,9 @@ def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, t
     rows = frontier_rows(trials)
     frontier = any(r.frontier_role for r in records)
     fit = exponent_fit(rows)
-    advice = recommend(trials, rows)
-    compared = claims(trials, rows, fit) if frontier else []
+    margin = float(((attributes.spec or {}).get("frontier") or {}).get("margin", DEFAULT_MARGIN))
+    advice = recommend(trials, rows, margin)
+    compared = claims(trials, rows, fit, margin) if frontier else []
     summary = ([advice.reason] if advice else []) + compared
     summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
     probe = latest_probe(study.user_attrs)

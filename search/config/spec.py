@@ -287,6 +287,9 @@ class FrontierSpec(_Spec):
     # The data-efficiency curve that measures the critical batch size: the smallest batch size's
     # best configuration also trained on 1/8, 1/4 and 1/2 of the budget, with the same seeds.
     efficiency_curve: bool = True
+    # The non-inferiority margin, as a fraction of the reference batch size's mean loss: a larger batch size is
+    # recommended only when the one-sided 95% upper bound of its paired loss difference lies within it.
+    margin: Annotated[float, Field(gt=0, lt=1)] = 0.01
 
 
 class SamplerSpec(_Spec):
