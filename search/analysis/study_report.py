@@ -39,6 +39,7 @@ from search.analysis.schedules import (
 )
 from search.analysis.speeds import DeviceSpeeds, two_speeds, two_speeds_sentence
 from search.analysis.summary import summary_lines
+from search.analysis.tuning import TuningCurve, tuning_curves, tuning_sentences
 from search.measure.profile import SpeedProfile
 from search.record import (
     Hyperparams,
@@ -83,6 +84,7 @@ class StudyReport(BaseModel):
     frontier: list[FrontierRow]  # a frontier study: one row per batch size, mean over paired seeds
     lr_exponent: ExponentFit | None  # how the best effective lr scales with the batch size, with its interval
     frontier_claims: list[str]  # the paired comparisons between batch sizes, in words
+    tuning: list[TuningCurve]  # per batch size: the expected best-of-k curve of its search, and whether it has converged
     summary: list[str]  # every sentence of the report's summary, in order (the recommendation first)
     batch_sizes: list[BatchSizeBest]
     lr_fits: list[ScalingFit | None]  # power laws of the best lr and of lr / (1 - momentum) against the batch size
@@ -142,7 +144,15 @@ def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, t
     margin = float(((attributes.spec or {}).get("frontier") or {}).get("margin", DEFAULT_MARGIN))
     advice = recommend(trials, rows, margin)
     compared = claims(trials, rows, fit, margin) if frontier else []
+    tuning = tuning_curves(trials, {r.batch_size: r.val_loss_ci95 for r in rows})
+    under = {c.batch_size for c in tuning if c.converged is False}
     summary = ([advice.reason] if advice else []) + compared
+    if advice and under & {advice.batch_size, advice.reference_batch_size}:
+        summary.append(
+            f"Caveat: the recommendation rests on under-tuned batch sizes ({', '.join(f'{b:,}' for b in sorted(under & {advice.batch_size, advice.reference_batch_size}))}): "
+            "their best configurations may still improve with more search trials, which could change the answer."
+        )
+    summary += tuning_sentences(tuning)
     summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
     probe = latest_probe(study.user_attrs)
     critical = critical_batch(all_trials, seed_losses(trials), probe) if frontier else None
@@ -156,7 +166,7 @@ def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, t
     return StudyReport(
         study=study.study_name, strategy="frontier" if frontier else "joint", budget_examples=budget,
         trials={state: n for state, n in counts.items() if n}, recommendation=advice, frontier=rows, lr_exponent=fit,
-        frontier_claims=compared, summary=summary, batch_sizes=[_batch_size_best(r) for r in results], lr_fits=list(fits),
+        frontier_claims=compared, tuning=tuning, summary=summary, batch_sizes=[_batch_size_best(r) for r in results], lr_fits=list(fits),
         pruning=savings, evaluation=evaluation, critical_batch=critical, probe=probe, speeds=speeds, schedules=schedules,
         profiles=profiles_in(study.user_attrs), per_batch_size=results, ranked_trials=trials, completed_trials=completed(study),
     )

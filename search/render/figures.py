@@ -27,6 +27,7 @@ from search.analysis.per_batch_size import BatchSizeResult  # noqa: E402
 from search.analysis.pruning import examples_at_end, examples_trained, finished  # noqa: E402
 from search.analysis.scaling import FIT_WITHIN, ScalingFit, fitted_sizes  # noqa: E402
 from search.analysis.speeds import DeviceSpeeds, trial_points  # noqa: E402
+from search.analysis.tuning import TuningCurve  # noqa: E402
 from search.measure.profile import SpeedProfile  # noqa: E402
 from search.record import Hyperparams, ProbeResult, TrialRecord  # noqa: E402
 
@@ -206,6 +207,25 @@ def figure_curves(results: list[BatchSizeResult], budget: int, path: Path) -> st
     axis.set_title("Validation loss of the best trial of each batch size, at equal examples seen", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=2, loc="upper right")
+    return _save(figure, path)
+
+
+def figure_tuning(curves: list[TuningCurve], path: Path) -> str:
+    """Each batch size's expected best-of-k loss with its bootstrap band: how far its search had got."""
+    colors = plt.get_cmap("viridis")
+    figure, axis = plt.subplots(figsize=(8, 4.6))
+    for index, curve in enumerate(curves):
+        color = colors(index / max(1, len(curves) - 1))
+        ks = list(range(1, curve.draws + 1))
+        state = {True: "converged", False: "under-tuned", None: "not judged"}[curve.converged]
+        axis.plot(ks, curve.expected_best, "o-", ms=3, color=color, label=f"B={curve.batch_size:,} ({state})")
+        axis.fill_between(ks, [b[0] for b in curve.band], [b[1] for b in curve.band], color=color, alpha=0.12)
+    axis.set_xlabel("search draws k")
+    axis.set_ylabel("expected best validation loss over k draws")
+    axis.set_title("Tuning adequacy per batch size (Dodge et al. 2019; band: bootstrap 90%)", fontsize=10)
+    axis.grid(alpha=0.3)
+    if curves:
+        axis.legend(fontsize=8, ncol=2, loc="upper right")
     return _save(figure, path)
 
 

@@ -46,6 +46,7 @@ from search.render.figures import (
     figure_profile,
     figure_pruning,
     figure_sharpness_and_gap,
+    figure_tuning,
     figure_two_speeds,
 )
 from search.render.text import number_text
@@ -270,6 +271,10 @@ def render_html(study: optuna.Study, url: str, trials: list[FrozenTrial], done: 
 <p class="meta">{html.escape(meta)}</p>
 <div class="summary"><h2 style="border:0;margin-top:0.5em">Summary</h2>{sections['summary']}</div>
 {sections['frontier']}
+<h2>How well each batch size was tuned</h2>
+<p>The expected best validation loss over k of each batch size's search draws, with a bootstrap band: a curve still
+falling at its last draws means that batch size's search had not settled, and comparisons with it are weaker.</p>
+<img src="{sections['tuning_png']}" alt="expected best-of-k validation loss per batch size">
 <h2>Best validation loss and accuracy per batch size</h2>
 <p>Every trial saw the same number of training examples, so a larger batch took fewer optimizer steps. Only completed
 trials count here: a pruned trial stopped early and was measured after fewer examples.</p>
@@ -322,6 +327,7 @@ def write_report(report: StudyReport, study: optuna.Study, url: str, out: Path) 
             figure_frontier(rows, sizes, report.lr_exponent, out / "frontier.png", critical) if report.is_frontier else None,
         ),
         "critical": _critical_section(critical),
+        "tuning_png": figure_tuning(report.tuning, out / "tuning.png"),
         "best_png": figure_best_per_batch_size(results, done, out / "best_per_batch_size.png", report.probe),
         "diagnostics_png": figure_sharpness_and_gap(trials, results, out / "sharpness_and_gap.png"),
         "probe": _probe_section(report.probe, study.study_name),
