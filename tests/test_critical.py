@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -10,14 +11,16 @@ from optuna.trial import FrozenTrial, create_trial
 
 from search.analysis.critical import (
     Curve,
+    b_simple_at_loss,
     critical_batch,
+    critical_sentences,
     doubling_cost,
     fit_b_crit,
     invert,
     monotone,
 )
 from search.analysis.frontier import seed_losses
-from search.record import ProbeResult
+from search.record import ProbePoint, ProbeResult
 
 BUDGET, SMALL, SIZES = 16384, 16, [16, 32, 64, 128, 256, 512, 1024]
 DISTRIBUTIONS = {"batch_size": CategoricalDistribution(SIZES), "lr": FloatDistribution(1e-3, 1.0, log=True), "momentum": FloatDistribution(0, 0.99)}
@@ -35,13 +38,15 @@ def _trial(batch_size: int, role: str, seed: int, value: float, budget: int = BU
     )
 
 
-def planted_study(b_crit: float, noise: float = 0.0, seeds: int = 3) -> list[FrozenTrial]:
-    """Seed re-runs at every batch size where E(B) = E_min (1 + B / b_crit) holds exactly, and the efficiency curve."""
-    rng = random.Random(0)
+def planted_study(b_crit: float, noise: float = 0.0, seeds: int = 3, rng_seed: int = 0, b_crit_above: dict[int, float] | None = None) -> list[FrozenTrial]:
+    """Seed re-runs at every batch size where E(B) = E_min (1 + B / b_crit) holds exactly (or, per batch size, the
+    B_crit of `b_crit_above`), plus Gaussian noise in the loss, and the efficiency curve."""
+    rng = random.Random(rng_seed)
     trials = []
     for seed in range(seeds):
         for size in SIZES:
-            small_examples = BUDGET * (1 + SMALL / b_crit) / (1 + size / b_crit)
+            planted = (b_crit_above or {}).get(size, b_crit)
+            small_examples = BUDGET * (1 + SMALL / planted) / (1 + size / planted)
             trials.append(_trial(size, "seed", seed, small_loss(small_examples, seed) + rng.gauss(0, noise) * (size > SMALL)))
         trials += [_trial(SMALL, "efficiency", seed, small_loss(BUDGET * f, seed), round(BUDGET * f)) for f in (0.125, 0.25, 0.5)]
     return trials
@@ -64,14 +69,55 @@ def test_noise_gives_an_interval_that_holds_the_planted_value() -> None:
     assert low < 200.0 < (high or math.inf) and low < result.b_crit_empirical < (high or math.inf)  # type: ignore[operator]
 
 
-def test_points_beyond_the_curve_are_counted_and_left_out() -> None:
+def test_points_beyond_the_curve_are_fitted_as_censored_lower_bounds() -> None:
     # b_crit 20: batch size 1024 needs 1 + 1024/20 over 1 + 16/20 = 29x the examples, more than the curve's 8x.
     trials = planted_study(20.0)
     result = critical_batch(trials, seed_losses(trials), None)
-    assert result.outside_curve == 3 * sum(
-        BUDGET / (BUDGET * (1 + SMALL / 20) / (1 + b / 20)) > 8 for b in SIZES[1:]
-    )
-    assert result.b_crit_empirical == pytest.approx(20.0, rel=1e-6)
+    outside = 3 * sum(BUDGET / (BUDGET * (1 + SMALL / 20) / (1 + b / 20)) > 8 for b in SIZES[1:])
+    assert result.outside_curve == result.censored == outside > 0
+    assert result.b_crit_empirical == pytest.approx(20.0, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_censored_fit_is_not_biased_up_by_the_lucky_seeds() -> None:
+    # With noise, only the seeds that happened to do well at the largest batch sizes stay inside the curve: dropping the
+    # others would keep the lucky ones and move B_crit up. Fitted as lower bounds they pull it back.
+    points = []
+    for replicate in range(5):
+        trials = planted_study(30.0, noise=0.08, seeds=6, rng_seed=replicate)
+        result = critical_batch(trials, seed_losses(trials), None)
+        assert result.censored > 0
+        points.append(result.b_crit_empirical)
+    assert abs(statistics.median(points) - 30.0) / 30.0 < 0.2, points
+
+
+@pytest.mark.slow
+def test_the_bootstrap_interval_covers_the_planted_value_in_at_least_90_of_100_replications() -> None:
+    covered = 0
+    for replicate in range(100):
+        trials = planted_study(200.0, noise=0.02, seeds=8, rng_seed=replicate)
+        low, high = critical_batch(trials, seed_losses(trials), None).b_crit_ci95  # type: ignore[misc]
+        covered += low <= 200.0 <= (high or math.inf)
+    assert covered >= 90, covered
+
+
+def test_lack_of_fit_rejects_one_b_crit_when_batch_sizes_disagree() -> None:
+    mixed = planted_study(50.0, noise=0.005, seeds=4, b_crit_above={256: 800.0, 512: 800.0, 1024: 800.0})
+    result = critical_batch(mixed, seed_losses(mixed), None)
+    assert result.lack_of_fit_p is not None and result.lack_of_fit_p < 0.01
+    implied = result.b_crit_per_batch_size
+    assert implied[64][0] == pytest.approx(50.0, rel=0.3) and implied[1024][0] == pytest.approx(800.0, rel=0.3)
+    assert any("One B_crit does not fit" in line for line in critical_sentences(result, SIZES))
+    one = planted_study(50.0, noise=0.005, seeds=4)
+    assert critical_batch(one, seed_losses(one), None).lack_of_fit_p > 0.05  # type: ignore[operator]
+
+
+def test_b_simple_is_read_at_the_loss_where_b_crit_is_measured() -> None:
+    trajectory = [ProbePoint(0, 0, None, 2.3, 1.0, 1.0, 1500.0, 100.0), ProbePoint(8, 128, 2.0, 1.9, 1.0, 1.0, 300.0, 20.0),
+                  ProbePoint(16, 256, 1.6, 1.5, 1.0, 1.0, 200.0, 10.0), ProbePoint(24, 384, 1.3, 1.2, 1.0, 1.0, 2000.0, 300.0)]
+    value, se = b_simple_at_loss(trajectory, 1.7)  # halfway between the estimates at 1.9 and 1.5
+    assert value == pytest.approx(250.0) and se == pytest.approx(15.0)
+    assert b_simple_at_loss(trajectory, 3.0) == (None, None)  # outside the trajectory
 
 
 def test_a_constant_noise_scale_predicts_the_planted_frontier() -> None:
@@ -80,7 +126,7 @@ def test_a_constant_noise_scale_predicts_the_planted_frontier() -> None:
     probe = ProbeResult.from_dict({
         "created": "2026-12-07T00:00:00", "batch_size": 64, "effective_lr": 0.1, "momentum": 0.9, "train_examples": 16384,
         "small_batch": 16, "big_batch": 256, "measurements": 4,
-        "points": [{"examples_seen": e, "b_simple": b_crit, "b_simple_loss": 2.0} for e in (0, 8192, 16384)],
+        "points": [{"examples_seen": e, "b_simple": b_crit, "b_simple_loss": loss} for e, loss in ((0, 5.0), (8192, 1.0), (16384, 0.01))],
     })
     result = critical_batch(trials, seed_losses(trials), probe)
     assert result.b_simple == b_crit and result.ratio == pytest.approx(1.0, rel=1e-6)

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
+from scipy.optimize import minimize, minimize_scalar
+from scipy.stats import f as f_distribution
+from scipy.stats import norm
 
 from search.record import (
     EFFICIENCY,
@@ -143,25 +146,125 @@ def invert(seed_runs: Mapping[int, Mapping[int, float]], curves: Mapping[int, Cu
 
 @dataclass(frozen=True)
 class CriticalFit:
-    b_crit: float | None  # None: the slope is not positive (no measurable cost of larger batches)
-    ci95: tuple[float, float | None] | None  # (low, high); high None: the interval reaches infinity
-    points: int
+    b_crit: float | None  # None: larger batches cost no measurable examples (no finite fit)
+    ci95: tuple[float, float | None] | None  # cluster bootstrap over seeds; high None: unbounded
+    points: int  # inside the curve
+    censored: int  # outside it: a lower bound on their examples ratio, not dropped
+    lack_of_fit_p: float | None  # F-test of one B_crit against a free ratio per batch size (None: too few repeats)
+    per_batch_size: dict[int, tuple[float | None, float | None, float | None]]  # B -> implied B_crit, 95% low, high
 
 
-def fit_b_crit(points: list[Inverted], small: int) -> CriticalFit | None:
-    """Regression through the origin of r - 1 on (B - r b): the slope is 1 / B_crit."""
-    pairs = [(p.batch_size - p.examples_ratio * small, p.examples_ratio - 1) for p in points if p.examples_ratio is not None]
-    if len(pairs) < 2 or not any(x for x, _ in pairs):
+BOOTSTRAP_REPLICATES = 300
+
+
+def _predicted_log_ratio(sizes: np.ndarray, small: int, b_crit: float) -> np.ndarray:
+    return np.log1p(sizes / b_crit) - math.log1p(small / b_crit)
+
+
+def _tobit_fit(points: list[Inverted], small: int, max_ratio: float) -> float | None:
+    """Maximum likelihood of B_crit with Gaussian noise in log r; a point outside the curve (r > max_ratio) enters as
+    censored, P(log r > log max_ratio), rather than being dropped (dropping it keeps only the lucky seeds: B_crit up).
+    Without censored points this is least squares in log r, a one-dimensional search."""
+    seen = np.array([p.batch_size for p in points if p.examples_ratio is not None], dtype=float)
+    y = np.log([p.examples_ratio for p in points if p.examples_ratio is not None])
+    cut = np.array([p.batch_size for p in points if p.examples_ratio is None], dtype=float)
+    if len(seen) + len(cut) < 2:
         return None
-    sxx = math.fsum(x * x for x, _ in pairs)
-    slope = math.fsum(x * y for x, y in pairs) / sxx
-    residual = math.fsum((y - slope * x) ** 2 for x, y in pairs) / (len(pairs) - 1)
-    half = t975(len(pairs) - 1) * math.sqrt(residual / sxx)
-    low_slope, high_slope = slope - half, slope + half
-    if high_slope <= 0:
-        return CriticalFit(None, None, len(pairs))
-    interval = (1 / high_slope, 1 / low_slope if low_slope > 0 else None)
-    return CriticalFit(1 / slope if slope > 0 else None, interval, len(pairs))
+    bounds = (math.log(small / 100), math.log(small * 1e6))
+
+    def squares(log_b_crit: float) -> float:
+        return float(np.sum((y - _predicted_log_ratio(seen, small, math.exp(log_b_crit))) ** 2))
+
+    start = minimize_scalar(squares, bounds=bounds, method="bounded", options={"xatol": 1e-7}).x if len(seen) else math.log(small * 16.0)
+    if len(cut):
+        def negative_log_likelihood(theta: np.ndarray) -> float:
+            b_crit, sigma = math.exp(min(max(theta[0], bounds[0]), bounds[1])), max(math.exp(theta[1]), 1e-6)
+            nll = -float(np.sum(norm.logpdf(y, _predicted_log_ratio(seen, small, b_crit), sigma))) if len(seen) else 0.0
+            return nll - float(np.sum(norm.logsf(math.log(max_ratio), _predicted_log_ratio(cut, small, b_crit), sigma)))
+
+        spread = math.log(max(math.sqrt(squares(start) / max(len(seen), 1)), 1e-3))
+        start = minimize(negative_log_likelihood, [start, spread], method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 1000}).x[0]
+    b_crit = math.exp(min(max(start, bounds[0]), bounds[1]))
+    return b_crit if b_crit < small * 1e5 else None  # at the bound: larger batches cost nothing measurable
+
+
+def _lack_of_fit(points: list[Inverted], small: int, b_crit: float) -> float | None:
+    """F-test of the one-B_crit model against the saturated model (a free mean log r per batch size), inside the curve."""
+    groups: dict[int, list[float]] = defaultdict(list)
+    for p in points:
+        if p.examples_ratio is not None:
+            groups[p.batch_size].append(math.log(p.examples_ratio))
+    n, g = sum(len(v) for v in groups.values()), len(groups)
+    pure = math.fsum((x - statistics.fmean(v)) ** 2 for v in groups.values() for x in v)
+    if n - g < 1 or g < 2 or pure <= 0:
+        return None
+    model = math.fsum((x - float(_predicted_log_ratio(np.array([size]), small, b_crit)[0])) ** 2 for size, v in groups.items() for x in v)
+    statistic = ((model - pure) / (g - 1)) / (pure / (n - g))
+    return float(f_distribution.sf(statistic, g - 1, n - g))
+
+
+def _implied(points: list[Inverted], small: int) -> dict[int, tuple[float | None, float | None, float | None]]:
+    """Each batch size's own B_crit from its mean log r (r - 1 = (B - r b) / B_crit), with a t interval over its seeds."""
+    implied: dict[int, tuple[float | None, float | None, float | None]] = {}
+    by_size: dict[int, list[float]] = defaultdict(list)
+    for p in points:
+        if p.examples_ratio is not None:
+            by_size[p.batch_size].append(math.log(p.examples_ratio))
+
+    def solve(size: int, log_r: float) -> float | None:
+        r = math.exp(log_r)
+        return (size - r * small) / (r - 1) if r > 1 and size > r * small else None
+
+    for size, logs in sorted(by_size.items()):
+        mean = statistics.fmean(logs)
+        if len(logs) < 2:
+            implied[size] = (solve(size, mean), None, None)
+            continue
+        half = t975(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        implied[size] = (solve(size, mean), solve(size, mean + half), solve(size, mean - half))  # a larger r: a smaller B_crit
+    return implied
+
+
+def fit_b_crit(points: list[Inverted], small: int, max_ratio: float = 8.0, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> CriticalFit | None:
+    """B_crit by censored maximum likelihood in log r, its 95% interval by a cluster bootstrap over seeds (each seed's
+    points share its efficiency curve, so they are resampled together), and a lack-of-fit test of the one-B_crit model."""
+    inside = sum(p.examples_ratio is not None for p in points)
+    if inside < 2:
+        return None
+    b_crit = _tobit_fit(points, small, max_ratio)
+    seeds = sorted({p.seed for p in points})
+    rng = np.random.default_rng(seed)
+    estimates = []
+    for _ in range(replicates if len(seeds) > 1 else 0):
+        drawn = rng.choice(seeds, size=len(seeds))
+        sample = [Inverted(p.batch_size, index, p.loss, p.examples_ratio) for index, s in enumerate(drawn) for p in points if p.seed == s]
+        estimates.append(_tobit_fit(sample, small, max_ratio) if sum(q.examples_ratio is not None for q in sample) >= 2 else None)
+    finite = np.log([e for e in estimates if e is not None])
+    ci95: tuple[float, float | None] | None = None
+    if len(finite) > 1 and b_crit is not None:
+        # On the log scale, the bootstrap's spread with Student's t over the clusters and the small-sample factor
+        # sqrt(G / (G - 1)): a percentile interval over few seeds is too narrow (it covered 87 of 100 planted values).
+        clusters = len(seeds)
+        half = t975(clusters - 1) * float(np.std(finite, ddof=1)) * math.sqrt(clusters / (clusters - 1))
+        unbounded = 1 - len(finite) / len(estimates) > 0.025  # more than 2.5% of the replicates found no finite B_crit
+        ci95 = (math.exp(math.log(b_crit) - half), None if unbounded else math.exp(math.log(b_crit) + half))
+    return CriticalFit(
+        b_crit, ci95, inside, len(points) - inside,
+        _lack_of_fit(points, small, b_crit) if b_crit is not None else None, _implied(points, small),
+    )
+
+
+def b_simple_at_loss(trajectory: Sequence[ProbePoint], loss: float) -> tuple[float | None, float | None]:
+    """B_simple and its standard error read at `loss` on the probe's trajectory (interpolated in the training loss at
+    each estimate), so that B_crit / B_simple compares the two at the same loss; None outside the trajectory."""
+    points = sorted((p.b_simple_loss, p.b_simple, p.stderr) for p in trajectory if is_finite(p.b_simple_loss) and is_finite(p.b_simple))
+    if len(points) < 2 or not points[0][0] <= loss <= points[-1][0]:
+        return None, None
+    losses = [q[0] for q in points]
+    value = float(np.interp(loss, losses, [q[1] for q in points]))
+    errors = [q[2] for q in points]
+    se = float(np.interp(loss, losses, errors)) if all(is_finite(e) for e in errors) else None
+    return value, se
 
 
 def noise_by_progress(trajectory: Sequence[tuple[float, float]], batch_size: int) -> tuple[list[float], list[float]]:
@@ -214,10 +317,16 @@ class CriticalBatch:
     b_simple: float | None
     b_simple_loss: float | None  # the training loss at which B_simple was measured
     b_crit_empirical: float | None
-    b_crit_ci95: tuple[float, float | None] | None
-    ratio: float | None  # b_crit_empirical / b_simple
+    b_crit_ci95: tuple[float, float | None] | None  # cluster bootstrap over seeds
+    ratio: float | None  # b_crit_empirical / b_simple_at_loss
     smallest_batch: int | None
     budget_examples: int | None
+    lack_of_fit_p: float | None = None  # one B_crit against a free ratio per batch size; below 0.05 the one number is rejected
+    b_crit_per_batch_size: dict[int, tuple[float | None, float | None, float | None]] = field(default_factory=dict)  # B -> implied, low, high
+    censored: int = 0  # frontier points outside the efficiency curve, fitted as lower bounds
+    matched_loss: float | None = None  # the median loss of the inverted frontier points: where B_crit is measured
+    b_simple_at_loss: float | None = None  # B_simple read on the probe's trajectory at matched_loss
+    b_simple_se: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)  # mean over seeds: examples, val_loss
     points: list[dict[str, Any]] = field(default_factory=list)  # the inverted frontier points
     outside_curve: int = 0
@@ -249,11 +358,17 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
         return CriticalBatch(b_simple, b_simple_loss, None, None, None, None, None, b_simple_trajectory=[asdict(p) for p in trajectory], reasons=reasons)
     small, budget, curves = found
     points = invert(seed_runs, curves, small, budget)
-    fit = fit_b_crit(points, small)
+    max_ratio = budget / min(min(c.examples) for c in curves.values())
+    fit = fit_b_crit(points, small, max_ratio)
     if fit is None:
         reasons.append("b_crit_empirical: fewer than two frontier points inside the efficiency curve")
     elif fit.b_crit is None:
-        reasons.append("b_crit_empirical: larger batches cost no measurable examples here (the fitted slope is not positive)")
+        reasons.append("b_crit_empirical: larger batches cost no measurable examples here (no finite fit)")
+    inside = [p.loss for p in points if p.examples_ratio is not None]
+    matched = statistics.median(inside) if inside else None
+    at_loss, at_loss_se = b_simple_at_loss(trajectory, matched) if matched is not None else (None, None)
+    if trajectory and matched is not None and at_loss is None:
+        reasons.append("b_simple_at_loss: the probe's trajectory does not reach the loss where B_crit is measured")
     mean = mean_curve(curves)
     sizes = sorted(seed_runs)
     predicted = predicted_frontier(mean, small, budget, sizes, [(p.examples_seen, p.b_simple) for p in trajectory],  # type: ignore[misc]
@@ -261,7 +376,9 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
     b_crit = fit.b_crit if fit else None
     return CriticalBatch(
         b_simple, b_simple_loss, b_crit, fit.ci95 if fit and b_crit else None,
-        b_crit / b_simple if b_crit and b_simple else None, small, budget,
+        b_crit / at_loss if b_crit and at_loss else None, small, budget,
+        lack_of_fit_p=fit.lack_of_fit_p if fit else None, b_crit_per_batch_size=fit.per_batch_size if fit else {},
+        censored=fit.censored if fit else 0, matched_loss=matched, b_simple_at_loss=at_loss, b_simple_se=at_loss_se,
         curve=[{"examples": e, "val_loss": loss} for e, loss in zip(mean.examples, mean.losses)],
         points=[asdict(p) for p in points], outside_curve=sum(p.examples_ratio is None for p in points),
         predicted=predicted, b_simple_trajectory=[asdict(p) for p in trajectory], reasons=reasons,
@@ -276,35 +393,48 @@ def doubling_cost(batch_size: float, b_crit: float) -> float:
 def critical_sentences(result: CriticalBatch, sizes: Sequence[int]) -> list[str]:
     """The report's "why" in words, only as far as the measurements carry it."""
     lines = []
+    rejected = result.lack_of_fit_p is not None and result.lack_of_fit_p < 0.05
     if result.b_crit_empirical is not None and result.b_crit_ci95 is not None:
         b_crit = result.b_crit_empirical
         low, high = result.b_crit_ci95
-        interval = f"95% interval {low:,.0f} to {high:,.0f}" if high is not None else f"95% interval from {low:,.0f} up, unbounded above"
-        above = [b for b in sizes if b >= b_crit]
-        example = (
-            f"; from {above[-1] // 2:,} to {above[-1]:,} here about {doubling_cost(above[-1] / 2, b_crit):.0%}" if above and above[-1] // 2 >= min(sizes) else ""
+        interval = f"95% bootstrap interval over seeds {low:,.0f} to {high:,.0f}" if high is not None else f"95% bootstrap interval from {low:,.0f} up, unbounded above"
+        inside = sum(p["examples_ratio"] is not None for p in result.points)
+        fit_words = (
+            f"Critical batch size, measured: B_crit ≈ {b_crit:,.0f} ({interval}), fitted in log r to {inside} frontier points inverted "
+            f"through the data-efficiency curve of batch size {result.smallest_batch:,}"
+            + (f" and {result.censored} beyond it, as lower bounds" if result.censored else "")
+            + (f", at validation loss about {result.matched_loss:.3f}" if result.matched_loss is not None else "") + "."
         )
-        lines.append(
-            f"Critical batch size, measured: B_crit ≈ {b_crit:,.0f} ({interval}), from {sum(p['examples_ratio'] is not None for p in result.points)} "
-            f"frontier points inverted through the data-efficiency curve of batch size {result.smallest_batch:,} "
-            f"(trained on 1/8 to all of the {result.budget_examples:,} examples). Up to about B_crit/{DOUBLING_CHEAP} "
-            f"({b_crit / DOUBLING_CHEAP:,.0f}) a larger batch costs almost no extra examples (a doubling at most "
-            f"{doubling_cost(b_crit / DOUBLING_CHEAP, b_crit):.0%}); at B_crit each doubling costs 50% more examples to reach the same loss, "
-            f"and far beyond it nearly 100%{example}."
-        )
-        if result.outside_curve:
+        if rejected:
+            per = ", ".join(
+                f"B = {size:,}: {_maybe(value)} ({_maybe(lo)} to {_maybe(hi)})" for size, (value, lo, hi) in sorted(result.b_crit_per_batch_size.items())
+            )
             lines.append(
-                f"{result.outside_curve} frontier point(s) lost more than batch size {result.smallest_batch:,} does with 1/8 of the "
-                "budget: they need over 8x the examples, lie outside the curve and are left out of the fit."
+                fit_words + f" One B_crit does not fit these points (lack-of-fit F-test p = {result.lack_of_fit_p:.2g}), so that number and its "
+                f"interval describe no batch size well; the B_crit each batch size implies (95% intervals over its seeds): {per}."
+            )
+        else:
+            lof = f" (lack-of-fit F-test p = {result.lack_of_fit_p:.2g}: one B_crit is not rejected)" if result.lack_of_fit_p is not None else ""
+            lines.append(
+                fit_words + lof + f" Up to about B_crit/{DOUBLING_CHEAP} ({b_crit / DOUBLING_CHEAP:,.0f}) a larger batch costs almost no extra "
+                f"examples (a doubling at most {doubling_cost(b_crit / DOUBLING_CHEAP, b_crit):.0%}); at B_crit each doubling costs 50% more examples to "
+                "reach the same loss, and far beyond it nearly 100%."
             )
     if result.b_simple is not None:
-        loss = f" at training loss {result.b_simple_loss:.3f}" if is_finite(result.b_simple_loss) else ""
         words = (
-            f"The noise-scale probe measured B_simple = {result.b_simple:,.0f}{loss} (the end of its run); B_simple is a proxy for "
-            "B_crit, exact only when the Hessian is proportional to the identity, and it grows as the loss falls"
+            f"The noise-scale probe measured B_simple = {result.b_simple:,.0f}"
+            + (f" at training loss {result.b_simple_loss:.3f}" if is_finite(result.b_simple_loss) else "")
+            + " at the end of its run; B_simple is a proxy for B_crit, exact only when the Hessian is proportional to the identity"
         )
-        if result.ratio is not None:
-            words += f"; measured B_crit / B_simple = {result.ratio:.2g}"
+        if result.b_simple_at_loss is not None and result.matched_loss is not None:
+            se = f" ± {result.b_simple_se:,.0f}" if is_finite(result.b_simple_se) else ""
+            words += f"; read at the loss where B_crit was measured ({result.matched_loss:.3f}) it is {result.b_simple_at_loss:,.0f}{se}"
+            if result.ratio is not None:
+                words += f", and B_crit / B_simple there is {result.ratio:.2g}"
         lines.append(words + ".")
     lines += [f"Not measured: {reason}." for reason in result.reasons]
     return lines
+
+
+def _maybe(value: float | None) -> str:
+    return "none" if value is None else f"{value:,.0f}"
