@@ -326,15 +326,20 @@ def _check_output_folders(spec: StudySpec, url: str) -> None:
 
 @contextlib.contextmanager
 def _removed_if_refused(url: str) -> Iterator[None]:
-    """An SQLite file this run creates is removed again when the run is refused before its study exists."""
+    """An SQLite file this run creates is removed again when the run is refused before its study exists, unless it
+    already keeps something worth keeping (a speed profile measured on the way to the refusal)."""
     database = Path(str(make_url(url).database)) if backend(url) == "sqlite" else None
     new = database is not None and not database.exists()
     try:
         yield
     except UserError:
-        if new and database is not None:
-            with contextlib.suppress(OSError):
-                database.unlink()
+        if new and database is not None and database.exists():
+            kept = False
+            with contextlib.suppress(Exception):
+                kept = bool(optuna.get_all_study_names(open_storage(url)))
+            if not kept:
+                with contextlib.suppress(OSError):
+                    database.unlink()
         raise
 
 
