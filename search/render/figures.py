@@ -344,7 +344,11 @@ def _mark_critical(axis: plt.Axes, critical: CriticalBatch) -> None:
     if critical.b_crit_empirical is not None and critical.b_crit_ci95 is not None:
         low, high = critical.b_crit_ci95
         axis.axvspan(low, high if high is not None else 1e12, color="C2", alpha=0.08)  # the axis limits clip it
-        axis.axvline(critical.b_crit_empirical, color="C2", lw=1.2, label=f"measured B_crit ≈ {critical.b_crit_empirical:,.0f} (95% interval shaded)")
+        rejected = critical.lack_of_fit_p is not None and critical.lack_of_fit_p < 0.05
+        label = f"measured B_crit ≈ {critical.b_crit_empirical:,.0f} (95% interval shaded)" + (
+            f"; one B_crit rejected (lack of fit p = {critical.lack_of_fit_p:.1g})" if rejected else ""
+        )
+        axis.axvline(critical.b_crit_empirical, color="C2", lw=1.2, ls=":" if rejected else "-", label=label)
     if critical.b_simple is not None:
         axis.axvline(critical.b_simple, color="C3", ls="-.", lw=1, label=f"B_simple = {critical.b_simple:,.0f}")
 
