@@ -93,9 +93,11 @@ class Study:
         return cls(load_spec(str(study), overrides), storage)
 
     @classmethod
-    def open(cls, study: str, storage: str | None = None) -> Study:
-        """A stored study, by its study file or its name in the storage (resolved as `search.run` resolves them)."""
+    def open(cls, study: str, storage: str | None = None, study_name: str | None = None) -> Study:
+        """A stored study, by its study file or its name in the storage (resolved as `search.run` resolves them);
+        `study_name`: the name it was run under (`search.run --study-name`), when a study file is given."""
         name, url = locate(study, storage)
+        name = study_name or name
         opened = cls(None, url, name, source=study)
         opened._file_spec = _study_file_spec(study)
         return opened

@@ -31,6 +31,7 @@ from search.store.urls import STORAGE_ENV
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = command_parser("evaluate", __doc__, '--study cifar_bs --top 2 --seeds 3 --data ../shared/data/cifar10-jpeg.tar.gz')
     parser.add_argument("--study", required=True, help="a study name from studies/, a study file, or a study name in the storage")
+    parser.add_argument("--study-name", help="the name the study was run under (search.run --study-name), with its study file as --study")
     parser.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, the study file, or results/<study>.sqlite3)")
     parser.add_argument("--top", type=int, default=3, help="how many of the best completed trials to retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (default 3)")
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return Study.open(args.study, args.storage).evaluate(args.top, args.seeds, args.data, args.from_checkpoint)
+    return Study.open(args.study, args.storage, args.study_name).evaluate(args.top, args.seeds, args.data, args.from_checkpoint)
 
 
 if __name__ == "__main__":

@@ -214,7 +214,13 @@ def test_exact_budgets_and_equal_examples_checkpoints(example: str, request: pyt
 @pytest.mark.slow
 def test_evaluate_the_tabular_example_on_its_test_split(tabular: ExampleRun) -> None:
     assert tabular.result.returncode == 0, tabular.result.stderr
-    result = run_cli("search.evaluate", "--study", tabular.name, "--storage", tabular.url, "--top", "1", "--seeds", "1", cwd=tabular.folder)
+    # User code runs only from a study file named on the command line, never from the stored spec alone.
+    by_name = run_cli("search.evaluate", "--study", tabular.name, "--storage", tabular.url, "--top", "1", "--seeds", "1", cwd=tabular.folder)
+    assert by_name.returncode == 2 and "Pass the study file" in " ".join(by_name.stderr.split()), by_name.stderr
+    result = run_cli(
+        "search.evaluate", "--study", str(tabular.study), "--study-name", tabular.name, "--storage", tabular.url, "--top", "1", "--seeds", "1",
+        cwd=tabular.folder,
+    )
     assert result.returncode == 0, result.stderr
     assert "455 training examples, measured on 114 test examples" in result.stdout
     assert "test_loss" in result.stdout
