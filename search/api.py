@@ -216,6 +216,7 @@ class Study:
         """Write report.html, its figures and summary.json into `out` (default results/<study>-report) and upload
         the figures as study artifacts for optuna-dashboard; returns the report and the page."""
         study = self.optuna_study()
+        completed(study)  # no completed trial: nothing to report, said in one paragraph
         out = out or RESULTS_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-report"
         check_writable_folder(out, "report folder (--out)", "Give a writable folder with --out.")
         report = self.analyze(target_loss)
