@@ -50,7 +50,7 @@ from search.record import (
     ranked,
 )
 from search.store.measurements import profiles_in
-from search.store.trials import is_completed
+from search.store.trials import best_first
 
 # Raised when a field is added, renamed or changes meaning: readers of summary.json check it.
 SCHEMA_VERSION = 1
@@ -169,5 +169,5 @@ def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, t
         frontier_claims=compared, tuning=tuning, summary=summary, batch_sizes=[_batch_size_best(r) for r in results], lr_fits=list(fits),
         pruning=savings, evaluation=evaluation, critical_batch=critical, probe=probe, speeds=speeds, schedules=schedules,
         profiles=profiles_in(study.user_attrs), per_batch_size=results, ranked_trials=trials,
-        completed_trials=sorted((t for t in trials if is_completed(t)), key=lambda t: (t.value, t.number)),
+        completed_trials=best_first(trials),
     )

@@ -94,13 +94,18 @@ def is_completed(trial: FrozenTrial) -> bool:
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that trained the whole budget, best (lowest final validation loss) first; none completed is a `UserError`."""
     trials = ranked(study.get_trials(deepcopy=False))
-    done = [t for t in trials if is_completed(t)]
+    done = best_first(trials)
     if not done:
         raise UserError(
             f"Study '{study.study_name}' has {len(trials)} trials ({state_counts(trials) or 'none'}) but none has "
             f"completed yet, so there is nothing to rank. Let `python -m search.run` finish more trials and run again."
         )
-    return sorted(done, key=lambda t: (t.value, t.number))
+    return done
+
+
+def best_first(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The completed trials among `trials`, lowest final validation loss first (ties by number)."""
+    return sorted((t for t in trials if is_completed(t)), key=lambda t: (t.value, t.number))
 
 
 def state_counts(trials: list[FrozenTrial]) -> str:
