@@ -62,6 +62,7 @@ from search.store.trials import (
     load,
     locate,
     state_counts,
+    without_superseded,
 )
 from search.store.urls import RESULTS_DIR, STORAGE_ENV, backend, redact, resolve_url
 from search.study.pruners import build_pruner
@@ -369,7 +370,7 @@ def _tuned_run(spec: StudySpec, storage: optuna.storages.BaseStorage, batch_size
     study = find(storage, spec.name)
     if study is None:
         return None
-    rows = {row.batch_size: row for row in frontier_rows(study.get_trials(deepcopy=False))}
+    rows = {row.batch_size: row for row in frontier_rows(without_superseded(study.get_trials(deepcopy=False)))}
     row = rows.get(batch_size) if batch_size else (rows[min(rows)] if rows else None)
     if row is None:
         return None

@@ -1,7 +1,9 @@
-"""Student-t intervals, the one piece of statistics the analysis and the SQL views share.
+"""The statistics that layers below the analysis share with it: Student-t intervals (also computed
+in SQL by the view `search_frontier`, from `T975` and `t975`'s expansion, so that a query and the
+report never disagree) and the expected best of k draws (a frontier study's `until_converged` judges
+tuning while it runs, exactly as the report does afterwards).
 
-Standard library only: the SQL view `search_frontier` computes the same interval in SQL from
-`T975` and `t975`'s expansion, so that a query and the report never disagree.
+Standard library only.
 """
 from __future__ import annotations
 
@@ -46,3 +48,33 @@ def mean_ci95(values: list[float]) -> Interval:
     if n < 2:
         return Interval(mean, None, n)
     return Interval(mean, t975(n - 1) * statistics.stdev(values) / math.sqrt(n), n)
+
+
+# Fewer draws have no doubling of k to judge tuning by.
+MIN_DRAWS = 4
+
+
+def expected_best_of_k(values: list[float], k: int) -> float:
+    """E[min of k draws with replacement] from the empirical distribution of `values` (exact, no sampling):
+    sorted ascending, value i is the minimum with probability ((n - i) / n)^k - ((n - i - 1) / n)^k."""
+    return math.fsum(w * value for w, value in zip(best_of_k_weights(len(values), k), sorted(values)))
+
+
+def best_of_k_weights(n: int, k: int) -> list[float]:
+    """The probability that the i-th smallest of n values is the minimum of k draws with replacement."""
+    return [((n - i) / n) ** k - ((n - i - 1) / n) ** k for i in range(n)]
+
+
+def improvement_over_last_doubling(values: list[float]) -> float | None:
+    """How much the expected best still falls from k = N/2 to k = N draws (None: fewer than MIN_DRAWS):
+    the tuning curve's slope where it was last measured (Dodge et al. 2019)."""
+    n = len(values)
+    return expected_best_of_k(values, n // 2) - expected_best_of_k(values, n) if n >= MIN_DRAWS else None
+
+
+def is_under_tuned(improvement: float | None, seed_half_width: float | None) -> bool | None:
+    """Under-tuned: the expected best still improves by more than the seed re-runs' 95% half-width over
+    the last doubling of draws. None: cannot tell (too few draws, or no seed interval)."""
+    if improvement is None or seed_half_width is None or not math.isfinite(seed_half_width):
+        return None
+    return improvement > seed_half_width

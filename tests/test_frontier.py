@@ -31,6 +31,8 @@ from search.analysis.scaling import lr_fits
 from search.analysis.study_report import SCHEMA_VERSION
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
+from search.errors import UserError
+from search.record import EFFICIENCY, SEARCH, TrialRecord
 from search.stats import mean_ci95, t975
 from search.study.per_batch_size import PerBatchSizeSampler, WithinBatchSizePruner
 from tests.conftest import REPO, run_cli
@@ -325,3 +327,74 @@ def test_the_frontier_sampler_models_each_batch_size_on_its_own_trials(tmp_path:
     trial.suggest_categorical("batch_size", SIZES)
     trial.suggest_float("lr", 0.001, 1.0, log=True)
     assert base.seen and all(seen == {64} for seen in base.seen), base.seen
+
+
+def _converging_study(tmp_path: Path) -> tuple[optuna.Study, Any, dict[int, int]]:
+    """A frontier study with `until_converged` driven by `queue_next` on real SQLite storage, with a loss
+    known in advance instead of training (the queue is what is tested): at batch size 16 every added search
+    trial is better than all before it (under-tuned until the cap); at 64 the search is flat within the seeds' noise."""
+    from search.config.load import validate_spec
+    from search.study.frontier import queue_next
+    from search.study.space import sample
+    from tests.conftest import SMALL_STUDY, merge
+
+    base = {k: v for k, v in SMALL_STUDY.items() if k != "n_trials"}  # derived from the plan
+    spec = validate_spec(merge({"name": "t", **base}, {
+        **{k: v for k, v in FRONTIER.items() if v is not None},
+        "frontier": {"trials_per_batch_size": 4, "seeds": 3, "until_converged": True, "max_trials_per_batch_size": 7},
+    }))
+    assert spec.n_trials == 2 * (7 + (1 + 3) * 3) + 3 * 3  # every added trial a new best, re-run; the curve once
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.sqlite3'}", study_name="t", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.set_user_attr("comparability", {"test": True})  # what marks a search study for the SQL views
+    counts: Counter[str] = Counter()
+    while (state := queue_next(study, spec)) == "queued":
+        trial = study.ask()
+        hp = sample(trial, spec)
+        record = TrialRecord.of(trial)
+        if record.frontier_role == SEARCH:
+            loss = 2.0 - 0.2 * record.frontier_index if hp.batch_size == 16 else 1.0 + 0.0001 * (record.frontier_index % 2)  # type: ignore[operator]
+        else:  # a re-run: its search trial's loss, with seed noise
+            loss = study.trials[record.frontier_of].value + 0.01 * (record.frontier_index or 0)  # type: ignore[index, operator]
+        study.tell(trial, loss)
+        counts[f"{record.frontier_role} {hp.batch_size}"] += 1
+    assert state == "done"
+    return study, spec, dict(counts)  # type: ignore[return-value]
+
+
+def test_until_converged_adds_search_trials_only_where_the_tuning_curve_has_not_settled(tmp_path: Path) -> None:
+    from search.analysis.tuning import tuning_curves
+    from search.store.trials import without_superseded
+    from search.store.views import create_views
+
+    study, spec, counts = _converging_study(tmp_path)
+    # 64: converged after its 4 fixed trials (improvement 0.0001 < seed half-width 0.025), one set of seeds.
+    assert counts["search 64"] == 4 and counts["seed 64"] == 3
+    # 16: every added trial is a new best, so each is re-run on the 3 seeds, until the cap of 7 trials.
+    assert counts["search 16"] == 7 and counts["seed 16"] == 3 * (1 + 3)
+    # The efficiency curve waited for 16's search to end, and ran once, on its final best.
+    efficiency = [t for t in study.trials if TrialRecord.of(t).frontier_role == EFFICIENCY]
+    trials = study.get_trials(deepcopy=False)
+    best16 = min((t for t in trials if TrialRecord.of(t).frontier_role == SEARCH and t.params["batch_size"] == 16), key=lambda t: t.value)
+    assert len(efficiency) == 3 * 3 and {TrialRecord.of(t).frontier_of for t in efficiency} == {best16.number}
+    assert TrialRecord.of(best16).frontier_index == 6
+    assert len(study.trials) <= spec.n_trials  # the derived count bounds it
+    rows = {r.batch_size: r for r in frontier_rows(without_superseded(trials))}
+    assert rows[16].source_trial == best16.number and rows[16].n_seeds == 3
+    assert rows[16].val_loss_mean == pytest.approx(best16.value + 0.01)  # the superseded re-runs (higher losses) left out
+    # The SQL view applies the same rule.
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+    create_views(engine)
+    with engine.connect() as connection:
+        view = {b: (n, mean) for b, n, mean in connection.execute(sqlalchemy.text("SELECT batch_size, n_seeds, val_loss_mean FROM search_frontier"))}
+    assert view == {b: (3, pytest.approx(rows[b].val_loss_mean)) for b in (16, 64)}
+    # The report's own tuning test agrees with the queue's: 16 stopped by the cap still under-tuned, 64 converged.
+    curves = {c.batch_size: c for c in tuning_curves(trials, {b: r.val_loss_ci95 for b, r in rows.items()})}
+    assert curves[16].converged is False and curves[16].draws == 7 and curves[64].converged is True
+
+
+def test_the_cap_of_until_converged_is_checked() -> None:
+    from search.config.load import validate_spec
+    from tests.conftest import SMALL_STUDY, merge
+
+    with pytest.raises(UserError, match="max_trials_per_batch_size"):
+        validate_spec(merge({"name": "t", **SMALL_STUDY}, {**FRONTIER, "n_trials": 3, "frontier": {"trials_per_batch_size": 6, "until_converged": True, "max_trials_per_batch_size": 4}}))

@@ -27,7 +27,10 @@ ONE_MINUS = {"search_space": {"momentum": {"low": 0.5, "high": 0.98, "log": "one
 
 def assert_sampled_by(name: str, url: str, study_name: str, trials: list[FrozenTrial]) -> None:
     """What each sampler leaves in the storage (the sampler itself is not stored): GP and CMA-ES
-    tag the trials they modelled, QMC counts its sequence on the study; TPE and random leave nothing."""
+    tag the trials they modelled, QMC counts its sequence on the study; TPE and random leave nothing.
+    Samplers that draw at random (each worker from its own seed) never draw a point twice; GP
+    maximizes a deterministic acquisition, so two workers that ask at the same moment, before either
+    has stored its point, see the same evidence and may both propose it (seen: both at the lr bound)."""
     attrs = [key for trial in trials for key in trial.system_attrs]
     if name == "gp":
         assert any(key.startswith("gp:relative_params") for key in attrs)
@@ -36,7 +39,8 @@ def assert_sampled_by(name: str, url: str, study_name: str, trials: list[FrozenT
     if name == "qmc":
         storage = optuna.storages.get_storage(url)
         assert any(key.startswith("qmc:") for key in storage.get_study_system_attrs(storage.get_study_id_from_name(study_name)))
-    assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == len(trials)  # no point drawn twice
+    if name != "gp":
+        assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == len(trials)  # no point drawn twice
 
 
 def assert_in_space(trials: list[FrozenTrial], changes: dict[str, Any]) -> None:

@@ -9,7 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.analysis.tuning import expected_best_of_k, tuning_curves, tuning_sentences
+from search.analysis.tuning import tuning_curves, tuning_sentences
+from search.stats import expected_best_of_k
 from tests.test_frontier import _seeds, _trial
 
 

@@ -50,7 +50,7 @@ from search.record import (
     ranked,
 )
 from search.store.measurements import profiles_in
-from search.store.trials import best_first
+from search.store.trials import best_first, without_superseded
 
 # Raised when a field is added, renamed or changes meaning: readers of summary.json check it.
 SCHEMA_VERSION = 1
@@ -126,7 +126,8 @@ def _batch_size_best(result: BatchSizeResult) -> BatchSizeBest:
 def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, target_loss: float | None = None) -> StudyReport:
     """Every analysis of the study (and of its test-set runs, when `search.evaluate` made some), once."""
     all_trials = study.get_trials(deepcopy=False)
-    trials = ranked(all_trials)  # the efficiency curve's shorter runs enter the critical batch size only
+    current = without_superseded(all_trials)  # re-runs of a batch size's earlier best, replaced by its later best's
+    trials = ranked(current)  # the efficiency curve's shorter runs enter the critical batch size only
     records = [TrialRecord.of(t) for t in trials]
     attributes = StudyRecord.of(study)
     budget = int(attributes.budget_examples or max((r.examples_seen or 0 for r in records), default=0))
@@ -155,7 +156,7 @@ def analyze(study: optuna.Study, evaluation_study: optuna.Study | None = None, t
     summary += tuning_sentences(tuning)
     summary += summary_lines(trials, results, fits, savings, evaluation, frontier=frontier)
     probe = latest_probe(study.user_attrs)
-    critical = critical_batch(all_trials, seed_losses(trials), probe) if frontier else None
+    critical = critical_batch(current, seed_losses(trials), probe) if frontier else None
     summary += critical_sentences(critical, sizes) if critical else [probe_sentence(probe)]
     summary += diagnostics_summary(trials)
     speeds = two_speeds(trials, target_loss)

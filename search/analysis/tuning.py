@@ -11,17 +11,23 @@ re-runs' 95% half-width over the last doubling of k (from N/2 to N draws).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import SEARCH, TrialRecord, batch_size_of, is_finite
+from search.record import SEARCH, TrialRecord, batch_size_of
+from search.stats import (
+    MIN_DRAWS,
+    best_of_k_weights,
+    expected_best_of_k,
+    improvement_over_last_doubling,
+    is_under_tuned,
+)
+from search.store.trials import draw_loss
 
 BOOTSTRAP_REPLICATES = 400
 BAND = (0.05, 0.95)
-MIN_DRAWS = 4  # fewer: no doubling of k to judge by
 
 
 @dataclass(frozen=True)
@@ -36,26 +42,6 @@ class TuningCurve:
     converged: bool | None  # None: cannot tell (too few draws, or no seed interval)
 
 
-def expected_best_of_k(values: list[float] | np.ndarray, k: int) -> float:
-    """E[min of k draws with replacement] from the empirical distribution of `values` (exact, no sampling):
-    sorted ascending, value i is the minimum with probability ((n - i) / n)^k - ((n - i - 1) / n)^k."""
-    ordered = np.sort(np.asarray(values, dtype=float))
-    n = len(ordered)
-    above = (n - np.arange(n)) / n
-    weights = above**k - np.clip(above - 1 / n, 0, None) ** k
-    return float(np.dot(weights, ordered))
-
-
-def _draw_loss(trial: FrozenTrial) -> float | None:
-    """A finished search draw's loss: its final value, or for a pruned one the last loss it reported."""
-    if trial.state == TrialState.COMPLETE:
-        return trial.value if is_finite(trial.value) else None
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        last = trial.intermediate_values[max(trial.intermediate_values)]
-        return last if is_finite(last) else None
-    return None
-
-
 def tuning_curves(trials: list[FrozenTrial], seed_half_widths: dict[int, float | None], seed: int = 0) -> list[TuningCurve]:
     """One curve per batch size, from its search draws (a joint study's trials all count as search draws)."""
     frontier = any(TrialRecord.of(t).frontier_role for t in trials)
@@ -65,7 +51,7 @@ def tuning_curves(trials: list[FrozenTrial], seed_half_widths: dict[int, float |
         size = batch_size_of(t)
         if size is None or (frontier and TrialRecord.of(t).frontier_role != SEARCH):
             continue
-        loss = _draw_loss(t)
+        loss = draw_loss(t)
         if loss is not None:
             draws.setdefault(size, []).append(loss)
             completed[size] = completed.get(size, 0) + (t.state == TrialState.COMPLETE)
@@ -76,11 +62,13 @@ def tuning_curves(trials: list[FrozenTrial], seed_half_widths: dict[int, float |
         n = len(values)
         ks = range(1, n + 1)
         expected = [expected_best_of_k(values, k) for k in ks]
-        resampled = np.array([[expected_best_of_k(sample, k) for k in ks] for sample in rng.choice(values, size=(BOOTSTRAP_REPLICATES, n))])
+        weights = np.array([best_of_k_weights(n, k) for k in ks]).T  # sorted draws @ weights: every k at once
+        resampled = np.sort(rng.choice(values, size=(BOOTSTRAP_REPLICATES, n)), axis=1) @ weights
         low, high = np.quantile(resampled, BAND, axis=0)
-        improvement = expected[n // 2 - 1] - expected[-1] if n >= MIN_DRAWS else None
+        improvement = improvement_over_last_doubling(draws[size])
         half = seed_half_widths.get(size)
-        converged = None if improvement is None or half is None or not math.isfinite(half) else improvement <= half
+        under = is_under_tuned(improvement, half)
+        converged = None if under is None else not under
         curves.append(TuningCurve(size, n, completed.get(size, 0), expected, list(zip(low.tolist(), high.tolist())), improvement, half, converged))
     return curves
 
@@ -100,7 +88,7 @@ def tuning_sentences(curves: list[TuningCurve]) -> list[str]:
         lines.append(
             "Under-tuned (its expected best still improves by more than its seed interval over the last doubling of draws): "
             + ", ".join(f"batch size {c.batch_size:,} (by {c.improvement:.4f}, seed half-width {c.seed_half_width:.4f})" for c in under)
-            + ". Claims involving these batch sizes compare a search that had not settled; more search trials (frontier.trials_per_batch_size) would."
+            + ". Claims involving these batch sizes compare a search that had not settled; more search trials would (frontier.trials_per_batch_size, or frontier.until_converged)."
         )
     if unknown:
         lines.append(

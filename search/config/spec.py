@@ -290,6 +290,27 @@ class FrontierSpec(_Spec):
     # The non-inferiority margin, as a fraction of the reference batch size's mean loss: a larger batch size is
     # recommended only when the one-sided 95% upper bound of its paired loss difference lies within it.
     margin: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    # Keep adding search trials, one at a time, to each batch size that is still under-tuned after its seed
+    # re-runs (its expected best-of-k loss improves by more than their 95% half-width over the last doubling
+    # of draws), up to max_trials_per_batch_size; a new best is re-run on the seeds again.
+    until_converged: bool = False
+    # The cap on search trials per batch size with until_converged (default: 3 x trials_per_batch_size).
+    max_trials_per_batch_size: Annotated[int, Field(ge=2, le=10_000)] | None = None
+
+    @model_validator(mode="after")
+    def _cap(self) -> FrontierSpec:
+        if self.max_trials_per_batch_size is not None and self.max_trials_per_batch_size < self.trials_per_batch_size:
+            raise ValueError(
+                f"frontier.max_trials_per_batch_size ({self.max_trials_per_batch_size}) is below trials_per_batch_size "
+                f"({self.trials_per_batch_size}): the cap must allow at least the trials every batch size gets"
+            )
+        return self
+
+    def search_cap(self) -> int:
+        """Search trials a batch size can get: trials_per_batch_size, or with until_converged its cap."""
+        if not self.until_converged:
+            return self.trials_per_batch_size
+        return self.max_trials_per_batch_size or 3 * self.trials_per_batch_size
 
 
 class SamplerSpec(_Spec):
@@ -489,7 +510,9 @@ class StudySpec(_Spec):
     def frontier_trials(self) -> int:
         """A frontier study's trials: batch sizes x (trials per batch size + seeds), and the efficiency curve's."""
         curve = len(EFFICIENCY_FRACTIONS) * self.frontier.seeds if self.has_efficiency_curve() else 0
-        return len(self.search_space.batch_sizes()) * (self.frontier.trials_per_batch_size + self.frontier.seeds) + curve
+        # until_converged: at most, every added search trial finds a new best, re-run on the seeds again.
+        bests = 1 + self.frontier.search_cap() - self.frontier.trials_per_batch_size
+        return len(self.search_space.batch_sizes()) * (self.frontier.search_cap() + bests * self.frontier.seeds) + curve
 
     def has_efficiency_curve(self) -> bool:
         """A frontier study's efficiency curve is in examples: a time budget (budget_seconds) has none."""

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from search.config.load import find_study_file, load_spec
 from search.config.spec import MAX_STUDY_NAME, STUDY_NAME
 from search.errors import UserError
-from search.record import TrialRecord, ranked
+from search.record import EFFICIENCY, SEED, TrialRecord, batch_size_of, ranked
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, backend, redact, resolve_url
 
@@ -93,7 +93,7 @@ def is_completed(trial: FrozenTrial) -> bool:
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that trained the whole budget, best (lowest final validation loss) first; none completed is a `UserError`."""
-    trials = ranked(study.get_trials(deepcopy=False))
+    trials = ranked(without_superseded(study.get_trials(deepcopy=False)))
     done = best_first(trials)
     if not done:
         raise UserError(
@@ -101,6 +101,34 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
             f"completed yet, so there is nothing to rank. Let `python -m search.run` finish more trials and run again."
         )
     return done
+
+
+def without_superseded(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """All trials but superseded re-runs. With `frontier.until_converged`, search trials added to an
+    under-tuned batch size can find it a new best, whose seed (and efficiency) re-runs replace the
+    earlier best's: the current re-runs of a role and batch size are those of the latest search trial
+    that has completed re-runs (a new best is always a later trial: the highest `frontier_of`). The SQL
+    view `search_frontier` applies the same rule."""
+    def key(trial: FrozenTrial) -> tuple[str, int | None] | None:
+        record = TrialRecord.of(trial)
+        return (record.frontier_role, batch_size_of(trial)) if record.frontier_role in (SEED, EFFICIENCY) and record.frontier_of is not None else None
+
+    latest: dict[tuple[str, int | None], int] = {}
+    for trial in trials:
+        if (k := key(trial)) is not None and trial.state == TrialState.COMPLETE:
+            latest[k] = max(latest.get(k, -1), TrialRecord.of(trial).frontier_of)  # type: ignore[type-var]
+    return [t for t in trials if (k := key(t)) is None or TrialRecord.of(t).frontier_of >= latest.get(k, -1)]  # type: ignore[operator]
+
+
+def draw_loss(trial: FrozenTrial) -> float | None:
+    """A finished search draw's loss: its final value, or for a pruned one the last loss it reported
+    (higher than it would have reached, so a tuning curve errs towards "not yet tuned")."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value if trial.value is not None and math.isfinite(trial.value) else None
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        last = trial.intermediate_values[max(trial.intermediate_values)]
+        return last if math.isfinite(last) else None
+    return None
 
 
 def best_first(trials: list[FrozenTrial]) -> list[FrozenTrial]:

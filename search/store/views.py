@@ -174,7 +174,10 @@ def _frontier_view() -> str:
         f"    {_variance_sql('value')} AS val_loss_var, count(final_val_acc) AS n_acc, avg(final_val_acc) AS val_acc_mean,\n"
         f"    {_variance_sql('final_val_acc')} AS val_acc_var, min(lr) AS lr, min(effective_lr) AS effective_lr,\n"
         "    min(momentum) AS momentum, min(steps) AS steps, avg(examples_per_second) AS examples_per_second\n"
-        "  FROM search_trials WHERE state = 'COMPLETE' AND frontier_role = 'seed' AND value IS NOT NULL\n"
+        "  FROM (\n"  # a superseded best's re-runs left out (search.store.trials.without_superseded)
+        "    SELECT search_trials.*, max(frontier_of) OVER (PARTITION BY study_id, batch_size) AS latest_of\n"
+        "    FROM search_trials WHERE state = 'COMPLETE' AND frontier_role = 'seed' AND value IS NOT NULL\n"
+        "  ) reruns WHERE frontier_of = latest_of OR latest_of IS NULL\n"
         "  GROUP BY study_id, study_name, batch_size\n"
         ") seeds"
     )

@@ -11,6 +11,11 @@ pairs (Shallue et al. 2018 tune each batch size separately for the same reason).
 The queue is filled one trial at a time by the worker that holds the trial gate, so that the
 order and the study-wide count stay exact with any number of workers and across resumes.
 
+With `until_converged`, a batch size whose tuning curve has not settled once its seeds are back
+(`search.stats.is_under_tuned`, the report's test) gets one more search trial at a time, up to its
+cap; when one of them becomes the batch size's best, that configuration is re-run on the same seeds
+and the earlier best's re-runs are superseded (`search.store.trials.without_superseded`).
+
 Last, with `efficiency_curve`, the smallest batch size's best configuration is trained again on
 1/8, 1/4 and 1/2 of the budget with the same seeds: with its seed re-runs (the whole budget) that
 is the data-efficiency curve L_small(E') through which `search.analysis.critical` inverts the
@@ -35,6 +40,8 @@ from search.record import (
     TrialRecord,
     batch_size_of,
 )
+from search.stats import improvement_over_last_doubling, is_under_tuned, mean_ci95
+from search.store.trials import draw_loss
 
 # A slot whose trials failed this often is given up (e.g. out of memory at that batch size).
 MAX_ATTEMPTS = 2
@@ -51,13 +58,16 @@ class Slot:
 
 
 def frontier_slots(spec: StudySpec) -> list[Slot]:
+    """Every slot, in order: the search rounds, the seed rounds, the efficiency curve, then (with
+    `until_converged`) the rounds of added search trials, which are taken only while a batch size is under-tuned."""
     sizes = spec.search_space.batch_sizes()
     rounds = [(SEARCH, i) for i in range(spec.frontier.trials_per_batch_size)] + [(SEED, k) for k in range(spec.frontier.seeds)]
     slots = [Slot(n, role, b, index) for n, ((role, index), b) in enumerate((r, b) for r in rounds for b in sizes)]  # type: ignore[arg-type]
     if spec.has_efficiency_curve():
         curve = [(k, f) for k in range(spec.frontier.seeds) for f in EFFICIENCY_FRACTIONS]
         slots += [Slot(len(slots) + i, EFFICIENCY, sizes[0], k, f) for i, (k, f) in enumerate(curve)]
-    return slots
+    added = [(i, b) for i in range(spec.frontier.trials_per_batch_size, spec.frontier.search_cap()) for b in sizes]
+    return slots + [Slot(len(slots) + n, SEARCH, b, i) for n, (i, b) in enumerate(added)]
 
 
 def efficiency_budget(spec: StudySpec, fraction: float) -> int:
@@ -85,8 +95,10 @@ def best_search_trial(trials: list[FrozenTrial], batch_size: int) -> FrozenTrial
 def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiting", "done"]:
     """Queue the first free slot's trial (call under the trial gate).
 
-    "waiting": the only free slots are seed re-runs of batch sizes whose search is still running
-    on other workers. "done": every slot is held, finished or given up.
+    "waiting": the only free slots wait on trials still running on other workers (seed re-runs of
+    a batch size whose search is running; with `until_converged`, a search trial or an efficiency
+    run of a batch size whose tuning is not decided yet). "done": every slot is held, finished, given
+    up or not needed.
     """
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
@@ -96,32 +108,62 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
         slot = TrialRecord.of(trial).frontier_slot
         if slot is not None:
             by_slot[slot].append(trial)
+    bests = {b: best_search_trial(trials, b) for b in spec.search_space.batch_sizes()}
+
+    def held(slot: Slot) -> list[FrozenTrial]:
+        """The slot's trials; a re-run slot's only those of its batch size's current best."""
+        if slot.role == SEARCH:
+            return by_slot[slot.number]
+        best = bests[slot.batch_size]
+        return [t for t in by_slot[slot.number] if best is not None and TrialRecord.of(t).frontier_of == best.number]
 
     def given_up(slot: Slot) -> bool:
-        held = by_slot[slot.number]
-        retried = {TrialRecord.of(t).retry_of for t in held}  # an interrupted trial is run again, not given up
-        return sum(t.state == TrialState.FAIL and t.number not in retried for t in held) >= MAX_ATTEMPTS
+        retried = {TrialRecord.of(t).retry_of for t in held(slot)}  # an interrupted trial is run again, not given up
+        return sum(t.state == TrialState.FAIL and t.number not in retried for t in held(slot)) >= MAX_ATTEMPTS
 
     def taken(slot: Slot) -> bool:
-        return given_up(slot) or any(t.state in _HELD for t in by_slot[slot.number])
+        return given_up(slot) or any(t.state in _HELD for t in held(slot))
 
     def settled(slot: Slot) -> bool:
-        return given_up(slot) or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in by_slot[slot.number])
+        return given_up(slot) or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in held(slot))
 
     slots = frontier_slots(spec)
+    fixed = spec.frontier.trials_per_batch_size
+
+    def searched(size: int) -> bool:
+        """Every search trial of the batch size (the fixed ones and those added so far) has finished."""
+        return all(settled(s) for s in slots if s.role == SEARCH and s.batch_size == size and (s.index < fixed or taken(s)))
+
+    def tuning(size: int) -> Literal["converged", "under-tuned", "undecided"]:
+        """"undecided" while its search or its best's seed re-runs are still running."""
+        reruns = [s for s in slots if s.role == SEED and s.batch_size == size]
+        if not searched(size) or not all(settled(s) for s in reruns):
+            return "undecided"
+        draws = [loss for t in trials if batch_size_of(t) == size and TrialRecord.of(t).frontier_role == SEARCH
+                 and (loss := draw_loss(t)) is not None]
+        seeds = [t.value for s in reruns for t in held(s) if t.state == TrialState.COMPLETE and t.value is not None]
+        half = mean_ci95(seeds).half_width if seeds else None  # type: ignore[arg-type]
+        return "under-tuned" if is_under_tuned(improvement_over_last_doubling(draws), half) else "converged"
+
     waiting = False
     for slot in slots:
         if taken(slot):
             continue
         fraction = slot.fraction if slot.role == EFFICIENCY else None
         attrs = TrialRecord(frontier_role=slot.role, frontier_index=slot.index, frontier_slot=slot.number, frontier_fraction=fraction)
+        if slot.role == SEARCH and slot.index >= fixed:  # added while the batch size is under-tuned
+            state = tuning(slot.batch_size)
+            waiting |= state == "undecided"
+            if state != "under-tuned" or not searched(slot.batch_size):
+                continue
         if slot.role == SEARCH:
             study.enqueue_trial({BATCH_SIZE: slot.batch_size}, user_attrs=attrs.attrs())
             return "queued"
-        if not all(settled(s) for s in slots if s.role == SEARCH and s.batch_size == slot.batch_size):
+        if not searched(slot.batch_size) or (slot.role == EFFICIENCY and spec.frontier.until_converged and tuning(slot.batch_size) != "converged"
+                                             and any(s.role == SEARCH and s.batch_size == slot.batch_size and not taken(s) for s in slots)):
             waiting = True
             continue
-        best = best_search_trial(trials, slot.batch_size)
+        best = bests[slot.batch_size]
         if best is None:
             continue  # no search trial of this batch size completed: nothing to re-run
         study.enqueue_trial(dict(best.params), user_attrs=replace(attrs, frontier_of=best.number).attrs())

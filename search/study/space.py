@@ -63,7 +63,9 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
       batch-size/lr/momentum space searched by parallel workers.
     - gp: Gaussian-process Bayesian optimization, made for expensive trials and small budgets;
       models the categorical batch size natively, and parallel workers' running trials through
-      q-batch expected improvement. It learns from completed trials only, not pruned ones.
+      q-batch expected improvement. It learns from completed trials only, not pruned ones. Workers
+      that ask at the same moment, before either has stored its point, see the same evidence and
+      can propose the same point (often on a bound of the range); random-draw samplers do not.
     - cmaes: CMA-ES over lr and momentum; it cannot model categorical parameters, so the batch
       size (and a searched schedule) come from its fallback, a RandomSampler with the same seed.
       Workers asking within one generation draw extra members of it (no constant liar).
