@@ -112,6 +112,7 @@ def _row(phase: str, trial: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
         "lr": Hyperparams.of(trial).lr, "effective_lr": record.effective_lr, "momentum": Hyperparams.of(trial).momentum,
         "final_val_loss": record.final_val_loss, "final_val_acc": record.final_val_acc,
         "reason": record.reason or "", "wall_seconds": record.wall_seconds,
+        "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},  # examples seen -> val loss
     }
 
 

@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-batch", type=int, help="big batch size, a multiple of the small one (default: 16 x the small one)")
     parser.add_argument("--measurements", type=int, default=16, help="big batches averaged per point (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches")
+    parser.add_argument("--schedule", choices=("constant", "study"), default="constant",
+                        help="learning rate after warm-up: held constant (default; annealing would shrink the gradient norm) or the study's decay")
     return parser.parse_args(argv)
 
 
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     study = Study.from_file(args.study, args.storage, {"name": args.study_name, "budget_examples": args.budget_examples, "dataset.path": args.data})
-    settings = ProbeSettings(args.batch_size, args.train_examples, args.points, args.small_batch, args.big_batch, args.measurements, args.seed)
+    settings = ProbeSettings(args.batch_size, args.train_examples, args.points, args.small_batch, args.big_batch, args.measurements, args.seed, args.schedule)
     result = study.probe(settings)
     print("\n".join(prediction_lines(result, study.spec.search_space.batch_sizes())))
     print(f"saved as '{PROBE_PREFIX}{result.created}' for {study.spec.model.describe()} on this data ({result.seconds:.0f} s): study "

@@ -111,6 +111,9 @@ class ProbeResult:
     measurements: int  # big batches per point
     points: tuple[ProbePoint, ...]
     seconds: float
+    # The run's learning-rate schedule after warm-up: "constant" (the default since 2026-12-07, so that annealing does not
+    # move |G|^2 and B_simple can be read at a loss) or the study's decay ("linear", "cosine"), as every earlier probe ran.
+    schedule: str = "study"
 
     @property
     def last(self) -> ProbePoint:

@@ -5,6 +5,7 @@ import argparse
 import math
 
 import numpy as np
+import pytest
 
 from bench.pruning import StudyResult, markdown
 from bench.search import (
@@ -75,3 +76,51 @@ def test_pruning_table_reports_ratio_gap_and_target() -> None:
     assert "| hyperband (default) | 32,768 | 0.250 |" in text
     assert "examples ratio 0.250 (met)" in text
     assert "best-loss gap +2.00% (missed by 1.00%)" in text  # (2.03 + 2.05) / 2 / 2.0 - 1
+
+
+def test_frontier_search_counts_rounds_per_batch_size_against_its_own_bar() -> None:
+    from bench.frontier_search import (
+        BASELINE,
+        Way,
+        frontier_spec,
+        median_over,
+        ratio_interval,
+        rounds_to_reach,
+    )
+
+    surrogate = Surrogate(_record())
+    sizes = frontier_spec(BASELINE, 0).search_space.batch_sizes()
+    assert frontier_spec(Way("tpe", True), 0).frontier.share_tuning and not frontier_spec(BASELINE, 0).frontier.share_tuning
+    # A bar every trial meets is reached in round 1; one none can meet counts as rounds + 1.
+    easy = rounds_to_reach(Way("tpe", True), 0, 2, surrogate, dict.fromkeys(sizes, 10.0))
+    never = rounds_to_reach(BASELINE, 0, 2, surrogate, dict.fromkeys(sizes, 0.0))
+    assert set(easy.values()) == {1} and set(never.values()) == {3} and sorted(easy) == sizes
+    counts = [{16: 2, 32: 4}, {16: 6, 32: 8}]
+    assert median_over(counts) == 5
+    low, high = ratio_interval(counts, counts)
+    assert low <= 1.0 <= high
+
+
+def test_rung_correlation_per_batch_size_and_the_first_trusted_rung() -> None:
+    from bench.rung_correlation import correlations, first_trusted_rung, pooled
+    from bench.rung_correlation import markdown as rung_markdown
+
+    rng = np.random.default_rng(0)
+    trials = []
+    for size in (16, 64):
+        for _ in range(12):
+            final = float(rng.uniform(1.5, 2.2))
+            # Rung 1 ranks at random; rungs 2 and 3 rank as the end does; one diverged trial is chance-level throughout.
+            trials.append({"batch_size": size, "final_val_loss": final,
+                           "intermediate": {"100": float(rng.uniform(1.5, 2.2)), "200": final + 0.05, "300": final + 0.02}})
+    trials.append({"batch_size": 16, "final_val_loss": float("nan"), "intermediate": {"100": float("nan"), "200": 9.0, "300": float("nan")}})
+    trials.append({"batch_size": 512, "final_val_loss": 2.0, "intermediate": {"100": 2.0, "200": 2.0, "300": 2.0}})  # too few: left out
+    record = {"num_classes": 10, "trials": trials, "command": "c", "date": "d",
+              "study": {"budget_examples": 300, "model": {"name": "tiny_cnn", "args": {}}, "schedule": {"decay": "linear"}}}
+    rungs, table, counts = correlations(record)
+    assert rungs == [100, 200, 300] and sorted(table) == [16, 64] and counts == {16: 13, 64: 12}
+    assert table[16][300] == pytest.approx(1.0) and table[64][200] == pytest.approx(1.0)
+    assert abs(table[64][100]) < 0.8
+    assert first_trusted_rung(rungs, table) == 200
+    assert pooled(table, 300) == pytest.approx(1.0, abs=1e-5)
+    assert "First rung from which every batch size's correlation stays >= 0.8: 200 examples (0.667 of the budget)." in rung_markdown(record)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jsonschema
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
@@ -398,3 +399,48 @@ def test_the_cap_of_until_converged_is_checked() -> None:
 
     with pytest.raises(UserError, match="max_trials_per_batch_size"):
         validate_spec(merge({"name": "t", **SMALL_STUDY}, {**FRONTIER, "n_trials": 3, "frontier": {"trials_per_batch_size": 6, "until_converged": True, "max_trials_per_batch_size": 4}}))
+
+
+def test_shared_tuning_aligns_other_batch_sizes_trials_to_the_one_being_tuned() -> None:
+    from search.study.per_batch_size import aligned, lr_slope
+
+    # Each batch size's best lr grows as B^0.5 (0.01 at 16); 256 also has a worse trial.
+    trials = [_trial(i, b, 1.0 + 0.1 * i, lr=0.01 * (b / 16) ** 0.5) for i, b in enumerate([16, 64, 256])]
+    trials.append(_trial(3, 256, 5.0, lr=0.9))
+    assert lr_slope(trials) == pytest.approx(0.5)
+    assert lr_slope(trials[:2]) == 0.0  # two batch sizes: no fitted slope, the study's parameterization stands
+    view = {t.number: t for t in aligned(trials, 64)}
+    assert view[0].params["lr"] == pytest.approx(0.02) and view[0].params["batch_size"] == 64  # 16's best, moved to 64
+    assert view[2].params["lr"] == pytest.approx(0.02)
+    assert view[1].params == trials[1].params  # 64's own trial as it was
+    assert view[3].params["lr"] == pytest.approx(0.45)
+    # Losses become ranks within each batch size: each batch size's best is 0, whatever its loss.
+    assert [view[n].value for n in range(4)] == [0.0, 0.0, 0.0, 1.0]
+    assert trials[0].params["batch_size"] == 16 and trials[0].value == 1.0  # the stored trials are untouched
+    assert aligned(trials[:2], 64)[0].params["lr"] == trials[0].params["lr"]  # slope 0: lr kept
+
+
+def test_shared_tuning_proposes_near_where_the_other_batch_sizes_point() -> None:
+    """Batch size 256 has no trials yet; 16, 32 and 64 have 12 each, best at lr = 0.004 x B / 16. Shared, the
+    sampler's proposals for 256 gather near the extrapolated 0.064; tuned on 256's own trials, they are random."""
+    def proposals(shared: bool) -> list[float]:
+        rng = np.random.default_rng(0)
+        study = optuna.create_study(sampler=PerBatchSizeSampler(optuna.samplers.TPESampler(seed=1, n_startup_trials=2, multivariate=True), shared))
+        for size in (16, 32, 64):
+            for _ in range(12):
+                lr = float(10 ** rng.uniform(-3, 0))
+                study.add_trial(_trial(len(study.trials), size, 1.0 + math.log10(lr / (0.004 * size / 16)) ** 2, lr=lr))
+        drawn = []
+        for _ in range(12):
+            study.enqueue_trial({"batch_size": 256})
+            trial = study.ask()
+            trial.suggest_categorical("batch_size", SIZES)
+            drawn.append(trial.suggest_float("lr", 0.001, 1.0, log=True))
+            trial.suggest_float("momentum", 0.0, 0.99)
+            study.tell(trial, state=TrialState.FAIL)  # no evidence of its own: only the others' counts
+        return drawn
+
+    def distance(lrs: list[float]) -> float:
+        return statistics.median(abs(math.log10(lr / 0.064)) for lr in lrs)
+
+    assert distance(proposals(True)) < 0.5 < distance(proposals(False))  # measured: 0.33 and 1.03 decades

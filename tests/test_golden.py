@@ -12,6 +12,7 @@ import pytest
 from search import Study
 
 GOLDEN = Path(__file__).parent / "golden" / "smoke.json"
+RELATIVE = 3e-4
 
 
 def test_smoke_losses_are_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,8 +27,10 @@ def test_smoke_losses_are_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     trials = optuna.load_study(study_name=study.spec.name, storage=url).trials
     assert [t.params for t in trials] == [e["params"] for e in expected]
     for trial, want in zip(trials, expected):
-        # Same operations in the same order: equal up to the last bits a different CPU may round differently.
-        assert trial.value == pytest.approx(want["value"], rel=1e-5)
-        assert {str(k): v for k, v in trial.intermediate_values.items()} == pytest.approx(want["intermediate"], rel=1e-5)
-        assert trial.user_attrs["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
+        # Same operations in the same order, up to how the CPU kernels split their sums: the torch thread count and the
+        # CPU's instruction set move the losses by up to 5e-5 relative after 256 steps (1 against 2 threads, and this
+        # file's machine against another, 2026-12-07); a change to what a trial trains moves them by far more.
+        assert trial.value == pytest.approx(want["value"], rel=RELATIVE)
+        assert {str(k): v for k, v in trial.intermediate_values.items()} == pytest.approx(want["intermediate"], rel=RELATIVE)
+        assert trial.user_attrs["train_loss"] == pytest.approx(want["train_loss"], rel=RELATIVE)
         assert (trial.user_attrs["effective_lr"], trial.user_attrs["steps"]) == (want["effective_lr"], want["steps"])

@@ -33,10 +33,13 @@ def test_probe_stores_every_run_and_the_report_draws_it(study_file: Callable[...
     output = capsys.readouterr().out
     assert "probe    at initialization" in output and output.count("probe    after") == 2
     assert "B_simple = " in output or "no prediction" in output
-    assert probe.main(["--study", str(path), "--storage", url, *PROBE_ARGS, "--seed", "1"]) == 0
+    assert "learning rate held constant after warm-up" in output  # the default: annealing would shrink |G|^2
+    assert probe.main(["--study", str(path), "--storage", url, *PROBE_ARGS, "--seed", "1", "--schedule", "study"]) == 0
+    assert "with the study schedule (linear decay)" in capsys.readouterr().out
     stored = _probes(url, path.stem)
     assert len(stored) == 2  # a second run adds, never overwrites
     first = stored[min(stored)]
+    assert (first["schedule"], stored[max(stored)]["schedule"]) == ("constant", "linear")
     assert (first["batch_size"], first["small_batch"], first["big_batch"], first["measurements"]) == (32, 16, 64, 4)
     assert [p["examples_seen"] for p in first["points"]] == [0, 32, 64]
     assert all(p["trace"] > 0 and p["b_simple_loss"] > 0 for p in first["points"])

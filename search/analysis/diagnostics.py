@@ -78,9 +78,16 @@ def probe_sentence(probe: ProbeResult | None) -> str:
         f"The gradient noise scale probe (McCandlish et al. 2018) measured B_simple = {value:,.0f}"
         + (f" at training loss {loss:.3f}" if is_finite(loss) else "")
         + f", after {probe.train_examples:,} examples at batch size {probe.batch_size:,} "
-        f"({probe.hyperparams_from}). B_simple is a proxy for the critical batch "
-        "size, exact only when the Hessian is proportional to the identity, and it grows as the loss falls."
+        f"({probe.hyperparams_from}; {_probe_schedule(probe)}). B_simple is a proxy for the critical batch "
+        "size, exact only when the Hessian is proportional to the identity, and it changes along training."
     )
+
+
+def _probe_schedule(probe: ProbeResult) -> str:
+    if probe.schedule == "constant":
+        return "learning rate held constant after warm-up"
+    return "learning rate decayed as in the trials, which shrinks the gradient's norm late in the run" + (
+        "" if probe.schedule != "study" else " (a probe from before the constant-rate default)")
 
 
 def diagnostics_summary(trials: list[FrozenTrial]) -> list[str]:

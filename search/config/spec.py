@@ -290,6 +290,9 @@ class FrontierSpec(_Spec):
     # The non-inferiority margin, as a fraction of the reference batch size's mean loss: a larger batch size is
     # recommended only when the one-sided 95% upper bound of its paired loss difference lies within it.
     margin: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    # The sampler proposing a batch size's next lr and momentum learns from every batch size's trials, aligned to
+    # it (lr moved along the slope fitted so far, losses ranked within each batch size); false: from its own only.
+    share_tuning: bool = False
     # Keep adding search trials, one at a time, to each batch size that is still under-tuned after its seed
     # re-runs (its expected best-of-k loss improves by more than their 95% half-width over the last doubling
     # of draws), up to max_trials_per_batch_size; a new best is re-run on the seeds again.

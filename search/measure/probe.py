@@ -3,8 +3,10 @@
 At initialization and at points along a run, the study's own training step gives the gradient
 norms at two batch sizes (`noise_scale.estimate`); `search.probe` is the command. The run uses a
 tuned configuration when the study has one (a frontier study's best at the probe's batch size),
-so the trajectory of B_simple against the training loss is that of a run worth describing; B_noise
-grows as the loss falls, so one value describes one loss level only.
+so the trajectory of B_simple against the training loss is that of a run worth describing; B_simple
+changes along training, so one value describes one loss level only. By default the learning rate is
+held constant after warm-up (`ProbeSettings.schedule`): an annealed rate shrinks |G|^2 late in a
+run for reasons that are not the loss level, and the frontier reads B_simple at a matched loss.
 
 Normalization: a model with batch norm trains with the study's grouping (the whole batch, or
 `accumulation.normalization_batch` groups) and is measured with ghost batch norm over groups of
@@ -19,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterator, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -60,6 +62,9 @@ class ProbeSettings:
     big_batch: int | None = None  # its big batch, a multiple of the small one (default: 16 x the small one)
     measurements: int = 16  # big batches averaged per point
     seed: int = 0  # of the initial weights and the batches
+    # "constant": the learning rate held after warm-up, so that annealing does not shrink |G|^2 and the noise scale is
+    # the training's at each loss; "study": the study's decay, as its trials train.
+    schedule: Literal["constant", "study"] = "constant"
 
     def for_group(self, group: int | None) -> ProbeSettings:
         """The estimator's defaults from the normalization group, checked."""
@@ -165,7 +170,8 @@ def run_probe(spec: StudySpec, data: TrialData, args: ProbeSettings, run: ProbeR
     )
     print(
         f"probe    {spec.model.describe()} at batch size {batch_size}, lr {run.lr:.4g} (effective {run.effective_lr:.4g}), momentum "
-        f"{run.momentum:.3f} ({run.source}), for {steps * batch_size:,} examples ({steps} steps, augmentation on); gradient norms at "
+        f"{run.momentum:.3f} ({run.source}), for {steps * batch_size:,} examples ({steps} steps, augmentation on, learning rate "
+        f"{'held constant after warm-up' if args.schedule == 'constant' else f'with the study schedule ({spec.schedule.decay} decay)'}); gradient norms at "
         f"{args.small_batch} and {args.big_batch} examples, {args.measurements} big batches per point; {normalization}",
         flush=True,
     )
@@ -179,7 +185,8 @@ def run_probe(spec: StudySpec, data: TrialData, args: ProbeSettings, run: ProbeR
         configured = spec.accumulation.normalization_batch
         return use_ghost_batch_norm(model, configured if isinstance(configured, int) else sys.maxsize)
 
-    result = run_training(spec, data, plan, [measurements], prepare=prepare)
+    trained = spec if args.schedule == "study" else spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"decay": "constant"})})
+    result = run_training(trained, data, plan, [measurements], prepare=prepare)
     if result.out_of_memory is not None:
         raise UserError(
             f"The probe ran out of memory at batch size {batch_size:,} (big batches of {args.big_batch:,}): {result.out_of_memory}. "
@@ -191,7 +198,7 @@ def run_probe(spec: StudySpec, data: TrialData, args: ProbeSettings, run: ProbeR
         hyperparams_from=run.source, tuned=run.tuned, normalization=normalization, normalization_group=group,
         train_examples=steps * batch_size, augmentation=True, seed=args.seed,
         small_batch=args.small_batch, big_batch=args.big_batch, measurements=args.measurements,
-        points=tuple(measurements.points), seconds=time.perf_counter() - started,
+        points=tuple(measurements.points), seconds=time.perf_counter() - started, schedule=trained.schedule.decay,
     )
 
 

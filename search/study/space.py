@@ -74,7 +74,8 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
       In a frontier study the batch sizes take turns along it: each one's points cover lr and
       momentum together more evenly than random draws, but lr alone less evenly (8 batch sizes
       of 8 trials: 4.4 of 8 lr octiles each, random 5.2).
-    In a frontier study the others see only the trials of the trial's own batch size (`PerBatchSizeSampler`).
+    In a frontier study the others see only the trials of the trial's own batch size (`PerBatchSizeSampler`),
+    or with `frontier.share_tuning` every batch size's trials aligned to it.
     """
     _check_packages(spec)
     seed = spec.sampler.seed if seed is None else seed
@@ -93,7 +94,7 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
         base = optuna.samplers.QMCSampler(scramble=True, seed=spec.sampler.seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed))
     else:
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    return PerBatchSizeSampler(base) if spec.strategy == "frontier" else base
+    return PerBatchSizeSampler(base, shared=spec.frontier.share_tuning) if spec.strategy == "frontier" else base
 
 
 def _check_packages(spec: StudySpec) -> None:
