@@ -444,3 +444,56 @@ def test_shared_tuning_proposes_near_where_the_other_batch_sizes_point() -> None
         return statistics.median(abs(math.log10(lr / 0.064)) for lr in lrs)
 
     assert distance(proposals(True)) < 0.5 < distance(proposals(False))  # measured: 0.33 and 1.03 decades
+
+
+def test_how_a_frontier_is_searched_and_judged_can_change_on_resume(tmp_path: Path) -> None:
+    """margin, share_tuning, until_converged and its cap leave the trials comparable: a study resumes with them changed,
+    also one whose stored key holds the margin (as keys written before these fields left it did); a seed count does not."""
+    from search.config.load import validate_spec
+    from search.record import StudyRecord
+    from search.store.storage import create_or_resume, open_storage
+    from tests.conftest import SMALL_STUDY, merge
+
+    def spec(**frontier: Any) -> Any:
+        return validate_spec(merge({"name": "t", **SMALL_STUDY}, {**{k: v for k, v in FRONTIER.items() if v is not None},
+                                                                   "frontier": {**FRONTIER["frontier"], **frontier}}))
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    study = create_or_resume(open_storage(url), spec(), optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), data_fingerprint="x")
+    key = StudyRecord.of(study).comparability
+    study.set_user_attr("comparability", {**key, "frontier": {**key["frontier"], "margin": 0.01}})  # a key from before
+    changed = spec(margin=0.05, share_tuning=True, until_converged=True, max_trials_per_batch_size=9)
+    create_or_resume(open_storage(url), changed, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), data_fingerprint="x")
+    with pytest.raises(UserError, match="frontier"):
+        create_or_resume(open_storage(url), spec(seeds=4), optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), data_fingerprint="x")
+
+
+@pytest.mark.parametrize("name", ["median", "successive_halving", "hyperband"])
+def test_a_frontier_pruner_stops_trials_only_from_its_first_trusted_rung(name: str) -> None:
+    """Budget 512, reports every 64: a frontier study's pruner may stop a trial first at 320 examples (5/8, the first
+    report at or after FRONTIER_FIRST_RUNG); a joint study's at the first report; pruner.args still decide when set."""
+    from search.config.load import validate_spec
+    from search.study.pruners import build_pruner
+    from tests.conftest import SMALL_STUDY, merge
+
+    def first_prune(strategy: dict[str, Any], args: dict[str, Any]) -> int | None:
+        spec = validate_spec(merge({"name": "t", **SMALL_STUDY}, {**strategy, "pruner": {"name": name, "report_every_examples": 64, "args": args}}))
+        study = optuna.create_study(pruner=build_pruner(spec))
+        for loss in (1.3, 1.2, 1.1, 1.0, 9.0):  # four improving trials run through the pruner (the rung pruners keep their own
+            study.enqueue_trial({"batch_size": 16, "lr": 0.1, "momentum": 0.9})  # records), then a bad one
+            trial = study.ask(DISTRIBUTIONS)
+            if strategy:
+                trial.set_user_attr("frontier_role", "search")
+            for step in range(64, 512, 64):
+                trial.report(loss, step)
+                if trial.should_prune():
+                    return step if loss == 9.0 else -step
+            study.tell(trial, loss)
+        return None
+
+    frontier = {k: v for k, v in FRONTIER.items() if v is not None and k != "search_space"}
+    startup = {"n_startup_trials": 1} if name == "median" else {}
+    assert first_prune(frontier, startup) == 320
+    if name != "hyperband":  # with rungs from 64 or 128 Hyperband splits five trials into brackets, too few to prune in
+        assert first_prune({}, startup) == 64
+        assert first_prune(frontier, {**startup, ("n_warmup_examples" if name == "median" else "min_resource_examples"): 128}) == 128

@@ -276,6 +276,21 @@ class BatchNormSpec(_Spec):
 EFFICIENCY_FRACTIONS = (0.125, 0.25, 0.5)
 
 
+# A frontier study's pruner stops a trial only from this share of its budget on (unless pruner.args say otherwise):
+# measured within each batch size, rungs before it ranked trials unlike their final losses under a linear decay
+# (Spearman below 0.8 for some batch size at 1/8 to 1/2 of the budget; `python -m bench.rung_correlation`,
+# 2026-12-07), which favours low learning rates; from 5/8 on every batch size's was 0.87 or more.
+FRONTIER_FIRST_RUNG = 0.625
+
+# How a frontier is searched and judged, not what its trials train: changing them keeps a study's trials comparable.
+FRONTIER_PLAN_ONLY = ("margin", "share_tuning", "until_converged", "max_trials_per_batch_size")
+
+
+def without_plan_only(frontier: dict[str, Any]) -> dict[str, Any]:
+    """A frontier's part of the comparability key (a stored key from before a field existed compares equal)."""
+    return {k: v for k, v in frontier.items() if k not in FRONTIER_PLAN_ONLY}
+
+
 class FrontierSpec(_Spec):
     """`strategy: frontier`: a learning-rate/momentum search within each listed batch size, then
     each batch size's best configuration re-run with `seeds` seeds paired across batch sizes."""
@@ -292,7 +307,8 @@ class FrontierSpec(_Spec):
     margin: Annotated[float, Field(gt=0, lt=1)] = 0.01
     # The sampler proposing a batch size's next lr and momentum learns from every batch size's trials, aligned to
     # it (lr moved along the slope fitted so far, losses ranked within each batch size); false: from its own only.
-    share_tuning: bool = False
+    # On by default: 0.67x the trials to come within 2% of each batch size's best (bench.frontier_search, 2026-12-07).
+    share_tuning: bool = True
     # Keep adding search trials, one at a time, to each batch size that is still under-tuned after its seed
     # re-runs (its expected best-of-k loss improves by more than their 95% half-width over the last doubling
     # of draws), up to max_trials_per_batch_size; a new best is re-run on the seeds again.
@@ -547,6 +563,14 @@ class StudySpec(_Spec):
         every = self.pruner.report_every_seconds or self.budget_seconds / DEFAULT_REPORTS_PER_TRIAL
         return max(1, round(1000 * every))
 
+    def first_pruning_step(self) -> int:
+        """The first step a pruner may stop a trial at by default: the first report; in a frontier study, the first
+        report at or after `FRONTIER_FIRST_RUNG` of the budget (earlier rungs ranked trials unlike their final losses)."""
+        first, last = self.pruning_resources()
+        if self.strategy != "frontier":
+            return first
+        return min(last, math.ceil(FRONTIER_FIRST_RUNG * last / first) * first)
+
     def pruning_resources(self) -> tuple[int, int]:
         """The first report step and the budget, in the unit trials report in (examples, or ms with budget_seconds)."""
         if self.budget_seconds is None:
@@ -560,6 +584,8 @@ class StudySpec(_Spec):
             "batch_norm", "strategy", "frontier",
         )
         key = self.model_dump(include=set(fields), exclude={"dataset": {"path"}} if self.dataset else None, mode="json")
+        if key.get("frontier"):
+            key["frontier"] = without_plan_only(key["frontier"])
         key["report_every_examples"] = self.report_every()
         # The memory cap only changes how a batch is split, never the gradient: not part of the key.
         key["normalization_batch"] = self.accumulation.normalization_batch

@@ -23,7 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 
 from search.config.load import validate_spec
-from search.config.spec import StudySpec
+from search.config.spec import StudySpec, without_plan_only
 from search.errors import UserError
 from search.record import StudyRecord
 from search.store.reconnect import (
@@ -187,7 +187,7 @@ def create_or_resume(
             budget_examples=spec.budget_examples, report_every_examples=spec.report_every(),
         ).store(study)
         study.set_metric_names(["final_val_loss"])
-    elif stored != key:
+    elif (stored := _comparable(stored)) != key:
         changed = sorted(k for k in key if stored.get(k) != key[k])
         raise UserError(
             f"Study '{spec.name}' already exists in this storage with different settings ({', '.join(changed)}), "
@@ -195,6 +195,12 @@ def create_or_resume(
             f"--storage) to start a new study, or restore the original settings to resume it."
         )
     return study
+
+
+def _comparable(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored comparability key as today's `comparability_key` writes it (keys from before `FRONTIER_PLAN_ONLY` hold some of it)."""
+    frontier = stored.get("frontier")
+    return {**stored, "frontier": without_plan_only(frontier)} if isinstance(frontier, dict) else stored
 
 
 class TrialGate(Reconnecting):

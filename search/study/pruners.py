@@ -2,6 +2,7 @@
 
 Trials report at `step = examples seen`, so warm-up and resources are counted in examples:
 a batch-16 and a batch-1024 trial are compared after the same number of training examples.
+In a frontier study the first rung defaults to `FRONTIER_FIRST_RUNG` of the budget (spec.py says why).
 With a time budget (`budget_seconds`) they report at `step = milliseconds of predicted
 training time` instead, and the same arguments count milliseconds.
 """
@@ -16,21 +17,28 @@ from search.errors import UserError
 from search.study.per_batch_size import WithinBatchSizePruner
 
 
-def _median(spec: StudySpec, n_startup_trials: int = 5, n_warmup_examples: int = 0, n_min_trials: int = 1) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials, n_warmup_examples, interval_steps=1, n_min_trials=n_min_trials)
+def _median(spec: StudySpec, n_startup_trials: int = 5, n_warmup_examples: int | None = None, n_min_trials: int = 1) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials, _warmup(spec, n_warmup_examples), interval_steps=1, n_min_trials=n_min_trials)
 
 
 def _percentile(
-    spec: StudySpec, percentile: float = 25.0, n_startup_trials: int = 5, n_warmup_examples: int = 0, n_min_trials: int = 1
+    spec: StudySpec, percentile: float = 25.0, n_startup_trials: int = 5, n_warmup_examples: int | None = None, n_min_trials: int = 1
 ) -> optuna.pruners.BasePruner:
-    return optuna.pruners.PercentilePruner(percentile, n_startup_trials, n_warmup_examples, interval_steps=1, n_min_trials=n_min_trials)
+    return optuna.pruners.PercentilePruner(percentile, n_startup_trials, _warmup(spec, n_warmup_examples), interval_steps=1, n_min_trials=n_min_trials)
+
+
+def _warmup(spec: StudySpec, n_warmup_examples: int | None) -> int:
+    """The examples before the first prune: as given, else none (a frontier study: from its first trusted rung)."""
+    if n_warmup_examples is not None:
+        return n_warmup_examples
+    return spec.first_pruning_step() if spec.strategy == "frontier" else 0
 
 
 def _hyperband(
     spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, bootstrap_count: int = 0
 ) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(
-        min_resource=min_resource_examples or spec.pruning_resources()[0],
+        min_resource=min_resource_examples or spec.first_pruning_step(),
         max_resource=spec.pruning_resources()[1],
         reduction_factor=reduction_factor,
         bootstrap_count=bootstrap_count,
@@ -41,7 +49,7 @@ def _successive_halving(
     spec: StudySpec, min_resource_examples: int | None = None, reduction_factor: int = 3, min_early_stopping_rate: int = 0
 ) -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=min_resource_examples or spec.pruning_resources()[0],
+        min_resource=min_resource_examples or spec.first_pruning_step(),
         reduction_factor=reduction_factor,
         min_early_stopping_rate=min_early_stopping_rate,
     )
