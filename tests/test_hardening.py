@@ -160,10 +160,15 @@ def test_trials_correct_the_profile_and_a_noisy_profile_is_flagged_for_a_time_bu
 
 @pytest.mark.slow
 def test_every_command_says_what_it_does_with_an_example(tmp_path: Path) -> None:
-    for command in ("run", "best", "report", "evaluate", "dashboard", "probe", "speed"):
-        result = subprocess.run([sys.executable, "-m", f"search.{command}", "--help"], cwd=REPO, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert "examples:" in result.stdout and f"python -m search.{command} --study" in result.stdout
+    commands = ("run", "best", "report", "evaluate", "dashboard", "probe", "speed")
+    helps = {  # started together: each is mostly the imports
+        command: subprocess.Popen([sys.executable, "-m", f"search.{command}", "--help"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    }
+    for command, process in helps.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert "examples:" in stdout and f"python -m search.{command} --study" in stdout
 
 
 @pytest.mark.slow
