@@ -52,7 +52,7 @@ def planted_study(b_crit: float, noise: float = 0.0, seeds: int = 3, rng_seed: i
     return trials
 
 
-@pytest.mark.parametrize("b_crit", [40.0, 200.0, 700.0])
+@pytest.mark.parametrize("b_crit", [pytest.param(40.0, marks=pytest.mark.slow), 200.0, 700.0])  # 40: many censored points, slow to fit
 def test_the_inversion_recovers_a_planted_critical_batch_size(b_crit: float) -> None:
     trials = planted_study(b_crit)
     result = critical_batch(trials, seed_losses(trials), None)
@@ -69,6 +69,7 @@ def test_noise_gives_an_interval_that_holds_the_planted_value() -> None:
     assert low < 200.0 < (high or math.inf) and low < result.b_crit_empirical < (high or math.inf)  # type: ignore[operator]
 
 
+@pytest.mark.slow
 def test_points_beyond_the_curve_are_fitted_as_censored_lower_bounds() -> None:
     # b_crit 20: batch size 1024 needs 1 + 1024/20 over 1 + 16/20 = 29x the examples, more than the curve's 8x.
     trials = planted_study(20.0)
