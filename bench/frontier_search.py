@@ -29,7 +29,7 @@ import optuna
 
 from bench import publish
 from bench.pruning import BASE_STUDY, RESULTS, verdict
-from bench.search import TRIALS_FILE, WITHIN, Surrogate
+from bench.search import SAMPLER_NAMES, TRIALS_FILE, WITHIN, Surrogate
 from search.config.load import load_spec
 from search.config.spec import FrontierSpec, StudySpec
 from search.record import BATCH_SIZE
@@ -47,7 +47,7 @@ class Way:
 
     @property
     def name(self) -> str:
-        return f"{self.sampler.upper() if self.sampler == 'tpe' else self.sampler}, " + ("shared across batch sizes" if self.shared else "per batch size")
+        return f"{SAMPLER_NAMES[self.sampler]}, " + ("shared across batch sizes" if self.shared else "per batch size")
 
 
 BASELINE = Way("tpe", False)  # the yardstick: TPE on each batch size's own trials, the default before sharing

@@ -20,7 +20,6 @@ from search.record import SEARCH, TrialRecord, batch_size_of
 from search.stats import (
     MIN_DRAWS,
     best_of_k_weights,
-    expected_best_of_k,
     improvement_over_last_doubling,
     is_under_tuned,
 )
@@ -61,8 +60,8 @@ def tuning_curves(trials: list[FrozenTrial], seed_half_widths: dict[int, float |
         values = np.asarray(draws[size])
         n = len(values)
         ks = range(1, n + 1)
-        expected = [expected_best_of_k(values, k) for k in ks]
         weights = np.array([best_of_k_weights(n, k) for k in ks]).T  # sorted draws @ weights: every k at once
+        expected = (np.sort(values) @ weights).tolist()
         resampled = np.sort(rng.choice(values, size=(BOOTSTRAP_REPLICATES, n)), axis=1) @ weights
         low, high = np.quantile(resampled, BAND, axis=0)
         improvement = improvement_over_last_doubling(draws[size])

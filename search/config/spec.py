@@ -320,7 +320,7 @@ class FrontierSpec(_Spec):
     def _cap(self) -> FrontierSpec:
         if self.max_trials_per_batch_size is not None and self.max_trials_per_batch_size < self.trials_per_batch_size:
             raise ValueError(
-                f"frontier.max_trials_per_batch_size ({self.max_trials_per_batch_size}) is below trials_per_batch_size "
+                f"max_trials_per_batch_size ({self.max_trials_per_batch_size}) is below trials_per_batch_size "
                 f"({self.trials_per_batch_size}): the cap must allow at least the trials every batch size gets"
             )
         return self

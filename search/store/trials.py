@@ -109,15 +109,17 @@ def without_superseded(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     earlier best's: the current re-runs of a role and batch size are those of the latest search trial
     that has completed re-runs (a new best is always a later trial: the highest `frontier_of`). The SQL
     view `search_frontier` applies the same rule."""
-    def key(trial: FrozenTrial) -> tuple[str, int | None] | None:
-        record = TrialRecord.of(trial)
-        return (record.frontier_role, batch_size_of(trial)) if record.frontier_role in (SEED, EFFICIENCY) and record.frontier_of is not None else None
-
-    latest: dict[tuple[str, int | None], int] = {}
+    reruns = []  # (trial, its role and batch size, the search trial it re-runs)
     for trial in trials:
-        if (k := key(trial)) is not None and trial.state == TrialState.COMPLETE:
-            latest[k] = max(latest.get(k, -1), TrialRecord.of(trial).frontier_of)  # type: ignore[type-var]
-    return [t for t in trials if (k := key(t)) is None or TrialRecord.of(t).frontier_of >= latest.get(k, -1)]  # type: ignore[operator]
+        record = TrialRecord.of(trial)
+        if record.frontier_role in (SEED, EFFICIENCY) and record.frontier_of is not None:
+            reruns.append((trial, (record.frontier_role, batch_size_of(trial)), record.frontier_of))
+    latest: dict[tuple[str, int | None], int] = {}
+    for trial, key, of in reruns:
+        if trial.state == TrialState.COMPLETE:
+            latest[key] = max(latest.get(key, -1), of)
+    superseded = {trial.number for trial, key, of in reruns if of < latest.get(key, -1)}
+    return [t for t in trials if t.number not in superseded]
 
 
 def draw_loss(trial: FrozenTrial) -> float | None:

@@ -23,6 +23,7 @@ frontier into the critical batch size. Each trial trains its own full schedule o
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -130,10 +131,12 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
     slots = frontier_slots(spec)
     fixed = spec.frontier.trials_per_batch_size
 
+    @functools.cache  # asked once per batch size and added slot: the answers hold for this call
     def searched(size: int) -> bool:
         """Every search trial of the batch size (the fixed ones and those added so far) has finished."""
         return all(settled(s) for s in slots if s.role == SEARCH and s.batch_size == size and (s.index < fixed or taken(s)))
 
+    @functools.cache
     def tuning(size: int) -> Literal["converged", "under-tuned", "undecided"]:
         """"undecided" while its search or its best's seed re-runs are still running."""
         reruns = [s for s in slots if s.role == SEED and s.batch_size == size]
