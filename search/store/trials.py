@@ -21,7 +21,14 @@ from sqlalchemy.engine import make_url
 from search.config.load import find_study_file, load_spec
 from search.config.spec import MAX_STUDY_NAME, STUDY_NAME
 from search.errors import UserError
-from search.record import EFFICIENCY, SEED, TrialRecord, batch_size_of, ranked
+from search.record import (
+    EFFICIENCY,
+    SEED,
+    TrialRecord,
+    batch_size_of,
+    is_finite,
+    ranked,
+)
 from search.store.storage import open_storage
 from search.store.urls import STORAGE_ENV, backend, redact, resolve_url
 
@@ -126,10 +133,10 @@ def draw_loss(trial: FrozenTrial) -> float | None:
     """A finished search draw's loss: its final value, or for a pruned one the last loss it reported
     (higher than it would have reached, so a tuning curve errs towards "not yet tuned")."""
     if trial.state == TrialState.COMPLETE:
-        return trial.value if trial.value is not None and math.isfinite(trial.value) else None
+        return trial.value if is_finite(trial.value) else None
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
         last = trial.intermediate_values[max(trial.intermediate_values)]
-        return last if math.isfinite(last) else None
+        return last if is_finite(last) else None
     return None
 
 

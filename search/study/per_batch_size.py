@@ -1,12 +1,13 @@
-"""A study seen through one batch size: the frontier's sampler and pruner compare a trial only
-with trials of its own batch size (the sampler, with `frontier.share_tuning`, with every batch
-size's trials aligned to it: `aligned`).
+"""A study seen through one batch size: the frontier's pruner compares a trial only with trials of
+its own batch size; its sampler sees every batch size's trials aligned to the trial's (`aligned`,
+the default `frontier.share_tuning`) or, without sharing, only its own.
 
 Across batch sizes, early checkpoints favour small batches (more steps at equal examples seen)
-and the good learning rate moves with the batch size: a sampler or pruner that pooled them would
-bias the frontier. Optuna's samplers and pruners read trials through `study._get_trials` and the
-study's storage (Hyperband builds its bracket studies on that storage), so the view filters at
-the storage: every reader sees the same subset.
+and the good learning rate moves with the batch size: a sampler or pruner that pooled them as they
+are would bias the frontier, so the sampler's view moves each learning rate along the fitted slope
+and ranks each loss within its own batch size. Optuna's samplers and pruners read trials through
+`study._get_trials` and the study's storage (Hyperband builds its bracket studies on that storage),
+so the view works at the storage: every reader sees the same trials.
 """
 from __future__ import annotations
 
