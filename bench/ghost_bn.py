@@ -5,7 +5,7 @@
 Splitting a batch into micro-batches computes batch-norm statistics over each micro-batch
 (ghost batch norm, Hoffer et al. 2017), which changes what is trained. This runs the same
 (batch size, learning rate, momentum) configurations of `cifar_bs` with the same seeds under
-`normalization_batch: full` and `normalization_batch: N`, through the service's Objective, and
+`batch_norm.group: full` and `batch_norm.group: N`, through the service's Objective, and
 reports the final validation loss and accuracy and the training examples/s of each. N defaults
 to the speed profile's fastest micro-batch for the largest batch size. `--long` adds a second
 seed and a larger budget.
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec = problem.spec.model_copy(
                         update={
                             "budget_examples": budget,
-                            "accumulation": problem.spec.accumulation.model_copy(update={"normalization_batch": setting}),
+                            "batch_norm": problem.spec.batch_norm.model_copy(update={"group": setting}),
                             "pruner": problem.spec.pruner.model_copy(update={"name": "none", "report_every_examples": budget}),
                             "sampler": problem.spec.sampler.model_copy(update={"seed": seed}),
                         }

@@ -1,13 +1,15 @@
 """The recipe without bias between batch sizes: the frontier with each change off and on, side by side.
 
     python -m bench.recipe             # cifar_bs at 8,192 examples, batch sizes 32/128/512, ~20 min on 2 CPU cores
-    python -m bench.recipe --long      # and all three changes off (the recipe before them)
+    python -m bench.recipe --long      # and all three changes off (the recipe before them), warm-up in examples, ghost batch norm
+    python -m bench.recipe --variants "recipe (all three on)" "warm-up in examples" ...   # any of VARIANTS
 
 Each variant is a whole frontier study (`strategy: frontier`, the real service path: study file +
 overrides, `create_or_resume` on a SQLite file, `run_worker`) of the `cifar_bs` model on the shared
 CIFAR-10 at a small budget: the default recipe (warm-up floor, batch-norm recalibration, no weight
 decay on normalization parameters and biases), then the same with one change turned off (`--long`:
-then all three off, the recipe before them). The sampler seed and the paired training seeds are the
+then all three off, the recipe before them; the warm-up fixed at 5% of the budget in examples, with no floor in
+steps; batch-norm statistics over groups of 32 examples at every batch size; and both). The sampler seed and the paired training seeds are the
 same in every variant, so the rows differ by the recipe only. Writes bench/results/recipe.md.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -33,15 +35,24 @@ WARMUP_OFF = {"schedule.warmup_min_steps": 0}
 RECALIBRATION_OFF = {"batch_norm.recalibrate_examples": 0}
 DECAY_ON = {"optimizer.decay_norm_and_bias": True}
 # Batch-norm statistics over 32 examples at every batch size (Goyal et al. 2017 kept 32 per worker); at 32 and
-# below it is the whole batch. `--variants` runs it; "no warm-up floor" is the warm-up fixed in examples.
-GHOST_32 = {"accumulation.normalization_batch": 32}
-VARIANTS: dict[str, dict[str, Any]] = {
-    "recipe (all three on)": {},
-    "no warm-up floor": WARMUP_OFF,
-    "no batch-norm recalibration": RECALIBRATION_OFF,
-    "weight decay on norm and bias": DECAY_ON,
-    "all three off": {**WARMUP_OFF, **RECALIBRATION_OFF, **DECAY_ON},
-    "ghost batch norm over 32": GHOST_32,
+# below it is the whole batch.
+GHOST_32 = {"batch_norm.group": 32}
+WARMUP_SHARE = 0.05  # warm-up fixed in examples: this share of the budget at every batch size
+
+
+def warmup_in_examples(budget: int) -> dict[str, Any]:
+    return {"schedule.warmup_examples": round(WARMUP_SHARE * budget)}
+
+
+VARIANTS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "recipe (all three on)": lambda budget: {},
+    "no warm-up floor": lambda budget: WARMUP_OFF,
+    "no batch-norm recalibration": lambda budget: RECALIBRATION_OFF,
+    "weight decay on norm and bias": lambda budget: DECAY_ON,
+    "all three off": lambda budget: {**WARMUP_OFF, **RECALIBRATION_OFF, **DECAY_ON},
+    "warm-up in examples": warmup_in_examples,
+    "ghost batch norm over 32": lambda budget: GHOST_32,
+    "warm-up in examples, ghost batch norm over 32": lambda budget: {**warmup_in_examples(budget), **GHOST_32},
 }
 DEFAULT_VARIANTS = list(VARIANTS)[:4]  # `--long` adds the others
 
@@ -52,7 +63,7 @@ def task_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "dataset.val_size": args.val_size,
         "budget_examples": args.budget,
         "strategy": "frontier",
-        "frontier": {"trials_per_batch_size": args.trials_per_batch_size, "seeds": args.seeds},
+        "frontier": {"trials_per_batch_size": args.trials_per_batch_size, "seeds": args.seeds, "efficiency_curve": False},
         "n_trials": len(args.batch_sizes) * (args.trials_per_batch_size + args.seeds),  # cifar_bs sets its own
         "search_space.batch_size": args.batch_sizes,
         "pruner": {"name": "successive_halving", "report_every_examples": args.budget // 4, "args": {"reduction_factor": 3}},
@@ -101,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials-per-batch-size", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=2000)
-    parser.add_argument("--long", action="store_true", help="also the recipe with all three changes off, and ghost batch norm over 32")
+    parser.add_argument("--long", action="store_true", help="every variant: also all three changes off, warm-up in examples, ghost batch norm over 32, and both")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT", help="default: the recipe and each change off")
     parser.add_argument("--out", type=Path, default=RESULTS / "recipe.md")
     return parser.parse_args(argv)
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     advice: dict[str, str] = {}
     variants = args.variants or (list(VARIANTS) if args.long else DEFAULT_VARIANTS)
     for index, variant in enumerate(variants):
-        spec = load_spec(BASE_STUDY, {**task_overrides(args), **VARIANTS[variant], "name": f"recipe-{index}"})
+        spec = load_spec(BASE_STUDY, {**task_overrides(args), **VARIANTS[variant](args.budget), "name": f"recipe-{index}"})
         trials, seconds = run_study(spec, images)
         rows = frontier_rows(trials)
         pick = recommend(trials, rows)

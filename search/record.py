@@ -236,13 +236,15 @@ class _Attributes:
 
 # The roles of a frontier study's trials (`frontier_role`, `search.study.frontier`): its lr/momentum
 # search, the seed re-runs of each batch size's best, and the efficiency curve (the smallest batch
-# size's best on a fraction of the example budget), which is never ranked with the others.
-SEARCH, SEED, EFFICIENCY = "search", "seed", "efficiency"
+# size's best on a fraction of the example budget) with the learning-rate sweep that re-tunes it at
+# each fraction (reference); the last two are never ranked with the others.
+SEARCH, SEED, EFFICIENCY, REFERENCE = "search", "seed", "efficiency", "reference"
+SHARE_OF_BUDGET = (EFFICIENCY, REFERENCE)
 
 
 def ranked(trials: list[_Trial]) -> list[_Trial]:
-    """Trials that trained the study's whole example budget: all but the data-efficiency runs."""
-    return [t for t in trials if t.user_attrs.get("frontier_role") != EFFICIENCY]
+    """Trials that trained the study's whole example budget: all but the efficiency curve's runs."""
+    return [t for t in trials if t.user_attrs.get("frontier_role") not in SHARE_OF_BUDGET]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,15 +304,16 @@ class TrialRecord(RunRecord):
     diagnostics_skipped: str | None = None  # why the sharpness was not measured
     retry_of: int | None = None  # the trial number this one re-runs (lost worker or interrupted)
     # `strategy: frontier` (search.study.frontier): "search" (the lr/momentum search within a batch size),
-    # "seed" (a re-run of a batch size's best configuration) or "efficiency" (the smallest batch size's
-    # best configuration on a fraction of the budget, seed as its index); the index is the trial's place within
-    # its batch size (search) or its seed number (seed): the same role and index train from the same
-    # initial weights on the same example order at every batch size.
+    # "seed" (a re-run of a batch size's best configuration), "reference" (the smallest batch size's best
+    # momentum on a fraction of the budget, at one learning rate of the sweep that re-tunes it there: index its
+    # place in the sweep) or "efficiency" (the sweep's best on that fraction, seed as its index); the index is the
+    # trial's place within its batch size (search) or its seed number (seed): the same role and index train from
+    # the same initial weights on the same example order at every batch size.
     frontier_role: str | None = None
     frontier_index: int | None = None
     frontier_slot: int | None = None  # its place in the frontier's order of trials
-    frontier_of: int | None = None  # seed, efficiency: the search trial whose configuration it re-runs
-    frontier_fraction: float | None = None  # efficiency: the fraction of the example budget it trains
+    frontier_of: int | None = None  # seed, reference, efficiency: the search trial whose configuration it re-runs
+    frontier_fraction: float | None = None  # reference, efficiency: the fraction of the example budget it trains
     # The final weights, while the trial is among the study's best `checkpoints.k` completed trials
     # (`search.store.artifacts`): a plain state dict in Optuna's artifact store. Both are removed with the weights.
     checkpoint_artifact_id: str | None = None

@@ -100,3 +100,21 @@ def test_micro_batch_choice() -> None:
     assert BatchSplitter(64, True, "full").micro_batch_size(256) is None
     assert BatchSplitter(100, True, 32).micro_batch_size(256) == 96
     assert BatchSplitter(16, True, 32).micro_batch_size(256) == 32
+
+
+def test_batch_norm_group_reaches_the_splitter_and_the_key_and_its_old_place_says_where_it_moved() -> None:
+    from search.errors import UserError
+
+    spec = _spec(model={"name": "airbench", "args": {"widths": [4, 8, 8], "stem_width": 4}}, batch_norm={"group": 16})
+    data = device_data(spec, load_dataset(spec.dataset), torch.device("cpu"))
+    splitter = BatchSplitter.for_study(spec, data, "cpu")
+    assert splitter.batch_norm and splitter.normalization_batch == 16
+    prepared = splitter.prepare(build_model("airbench", 3, 3, widths=[4, 8, 8], stem_width=4))
+    assert any(isinstance(m, GhostBatchNorm) for m in prepared.modules())
+    assert splitter.micro_batch_size(64, fastest=24) == 16  # split in whole groups
+    key = spec.comparability_key()
+    assert key["normalization_batch"] == 16 and "group" not in key["batch_norm"]  # the name keys stored before the move use
+    assert "warmup_examples" not in key["schedule"]  # unset: as in keys stored before it existed
+    assert _spec(schedule={"warmup_examples": 100}).comparability_key()["schedule"]["warmup_examples"] == 100
+    with pytest.raises(UserError, match="batch_norm.group"):
+        _spec(accumulation={"normalization_batch": 32})

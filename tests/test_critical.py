@@ -18,6 +18,7 @@ from search.analysis.critical import (
     fit_b_crit,
     invert,
     monotone,
+    sweeps,
 )
 from search.analysis.frontier import seed_losses
 from search.record import ProbePoint, ProbeResult
@@ -150,3 +151,25 @@ def test_curve_pieces() -> None:
     assert curve.loss_at(200.0) == pytest.approx(2.0) and curve.loss_at(50.0) is None
     assert fit_b_crit(invert({32: {0: 2.5}}, {0: curve}, 16, 400), 16) is None  # one point: no fit
     assert doubling_cost(100.0, 100.0) == pytest.approx(0.5)
+
+
+def test_the_reference_sweep_is_reported_with_its_pick_and_its_edges() -> None:
+    def run(role: str, lr: float, value: float, fraction: float | None = None, of: int | None = None, number: int = 0) -> FrozenTrial:
+        trial = create_trial(
+            params={"batch_size": SMALL, "lr": lr, "momentum": 0.9}, distributions=DISTRIBUTIONS, value=value,
+            user_attrs={"frontier_role": role, "frontier_index": 0, "frontier_fraction": fraction, "frontier_of": of,
+                        "budget_examples": round(BUDGET * (fraction or 1)), "final_val_loss": value},
+        )
+        trial.number = number
+        return trial
+
+    trials = [run("search", 0.1, 1.0, number=7)]
+    trials += [run("reference", lr, loss, 0.25, 7) for lr, loss in [(0.05, 1.3), (0.1, 1.2), (0.2, 1.25)]]  # the middle: inside
+    trials += [run("reference", lr, loss, 0.5, 7) for lr, loss in [(0.05, 1.2), (0.1, 1.15), (0.2, 1.1)]]  # the largest: an edge
+    trials += [run("efficiency", 0.1, 1.21, 0.25, 7), run("efficiency", 0.2, 1.12, 0.5, 7), run("seed", 0.1, 1.0, of=7)]
+    found = sweeps(trials)
+    assert [(w.fraction, w.rates, w.chosen, w.full_budget, w.at_edge) for w in found] == [
+        (0.25, (0.05, 0.1, 0.2), 0.1, 0.1, False), (0.5, (0.05, 0.1, 0.2), 0.2, 0.1, True)]
+    words = " ".join(critical_sentences(critical_batch(trials, seed_losses(trials), None), SIZES))
+    assert "re-tuned at each share of the budget E, by a sweep of up to 3 rates" in words
+    assert "E×0.25: 0.1 (×1), E×0.5: 0.2 (×2)" in words and "At E×0.5 the pick is the sweep's edge" in words

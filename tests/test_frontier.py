@@ -33,14 +33,16 @@ from search.analysis.study_report import SCHEMA_VERSION
 from search.analysis.summary import summary_lines
 from search.config.load import load_spec
 from search.errors import UserError
-from search.record import EFFICIENCY, SEARCH, TrialRecord
+from search.record import EFFICIENCY, REFERENCE, SEARCH, TrialRecord
 from search.stats import mean_ci95, t975
 from search.study.per_batch_size import PerBatchSizeSampler, WithinBatchSizePruner
 from tests.conftest import REPO, run_cli
 
+# A short efficiency curve and sweep (the defaults, 5 shares x 5 rates, are checked by the queue test below).
+FRACTIONS, FACTORS = (0.25, 0.5), (0.5, 1.0, 2.0)
 FRONTIER = {
     "strategy": "frontier",
-    "frontier": {"trials_per_batch_size": 3, "seeds": 2},
+    "frontier": {"trials_per_batch_size": 3, "seeds": 2, "efficiency_fractions": list(FRACTIONS), "reference_lr_factors": list(FACTORS)},
     "search_space": {"batch_size": [16, 64]},
     "n_trials": None,
     "diagnostics": {"enabled": False},
@@ -68,18 +70,31 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_size: int, seeds: int) -> None:
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == len(sizes) * (per_size + seeds) + 3 * seeds
+    sweep = [t for t in finished if t.user_attrs["frontier_role"] == "reference"]
+    assert len(finished) == len(sizes) * (per_size + seeds) + len(FRACTIONS) * seeds + len(sweep)
     roles = Counter((t.user_attrs["frontier_role"], t.params["batch_size"]) for t in finished)
-    assert roles == {**{("search", b): per_size for b in sizes}, **{("seed", b): seeds for b in sizes}, ("efficiency", sizes[0]): 3 * seeds}
-    # The efficiency curve: the smallest batch size's seed re-runs on 1/8, 1/4 and 1/2 of the budget, same seeds.
+    assert roles == {**{("search", b): per_size for b in sizes}, **{("seed", b): seeds for b in sizes},
+                     ("efficiency", sizes[0]): len(FRACTIONS) * seeds, ("reference", sizes[0]): len(sweep)}
     full = {t.user_attrs["frontier_index"]: t for t in finished if t.user_attrs["frontier_role"] == "seed" and t.params["batch_size"] == sizes[0]}
     budget = full[0].user_attrs["budget_examples"]
+    best = next(t for t in trials if t.number == full[0].user_attrs["frontier_of"])
+    # The sweep: at each share of the budget, multiples of the smallest batch size's best lr (clipped to the searched
+    # range, a repeat left out), its momentum, one seed of its own that none of the paired runs uses.
+    rates = {min(0.5, max(0.01, best.params["lr"] * f)) for f in FACTORS}
+    for fraction in FRACTIONS:
+        at = [t for t in sweep if t.user_attrs["frontier_fraction"] == fraction]
+        assert sorted(t.params["lr"] for t in at) == pytest.approx(sorted(rates))
+        assert all(t.user_attrs["budget_examples"] == budget * fraction and t.params["momentum"] == best.params["momentum"] for t in at)
+    paired = {t.user_attrs["seed"] for t in finished if t.user_attrs["frontier_role"] in ("seed", "efficiency")}
+    assert len({t.user_attrs["seed"] for t in sweep}) == 1 and not {t.user_attrs["seed"] for t in sweep} & paired
+    # The efficiency curve: the sweep's pick at each share, trained with the seed re-runs' seeds.
     curve = [t for t in finished if t.user_attrs["frontier_role"] == "efficiency"]
     assert sorted((t.user_attrs["frontier_index"], t.user_attrs["budget_examples"]) for t in curve) == sorted(
-        (k, budget * f // 8) for k in range(seeds) for f in (1, 2, 4))
+        (k, budget * f) for k in range(seeds) for f in FRACTIONS)
     for t in curve:
         seed_run = full[t.user_attrs["frontier_index"]]
-        assert t.state == TrialState.COMPLETE and t.params == seed_run.params and t.user_attrs["seed"] == seed_run.user_attrs["seed"]
+        pick = min((s for s in sweep if s.user_attrs["frontier_fraction"] == t.user_attrs["frontier_fraction"]), key=lambda s: s.value)
+        assert t.state == TrialState.COMPLETE and t.params == {**seed_run.params, "lr": pick.params["lr"]} and t.user_attrs["seed"] == seed_run.user_attrs["seed"]
         assert t.user_attrs["examples_seen"] == t.user_attrs["budget_examples"] and "sharpness" not in t.user_attrs
     seeds_of = [t for t in finished if t.user_attrs["frontier_role"] == "seed"]
     # Paired: seed k trains from the same seed (weights and example order) at every batch size.
@@ -98,7 +113,7 @@ def _check_plan(trials: list[optuna.trial.FrozenTrial], sizes: list[int], per_si
 @pytest.mark.slow
 def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_paired_seeds(study_file: Callable[..., Path], tmp_path: Path) -> None:
     path = _frontier_file(study_file)
-    assert load_spec(str(path)).n_trials == 2 * (3 + 2) + 3 * 2
+    assert load_spec(str(path)).n_trials == 2 * (3 + 2) + 2 * (3 + 2)
     result = run_cli("search.run", "--study", str(path), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     url = f"sqlite:///{tmp_path}/results/{path.stem}.sqlite3"
@@ -107,7 +122,7 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     # Interleaved: search rounds visit every batch size before the next round, seeds come last.
     order = [(t.user_attrs["frontier_role"], t.params["batch_size"]) for t in sorted(trials, key=lambda t: t.number)]
     assert order[:6] == [("search", 16), ("search", 64)] * 3 and {r for r, _ in order[6:10]} == {"seed"}
-    assert {r for r, _ in order[10:]} == {"efficiency"}
+    assert [r for r, _ in order[10:]] == ["reference"] * (len(order) - 14) + ["efficiency"] * 4  # the sweep, then its picks
     # The view and the analysis agree, and both agree with a hand computation.
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as connection:
@@ -139,7 +154,8 @@ def test_a_frontier_study_searches_each_batch_size_then_reruns_its_best_with_pai
     assert summary["recommendation"]["batch_size"] in (16, 64) and summary["summary"][0] == summary["recommendation"]["reason"]
     critical = summary["critical_batch"]
     assert {"b_simple", "b_simple_loss", "b_crit_empirical", "b_crit_ci95"} <= set(critical)
-    assert critical["smallest_batch"] == 16 and [c["examples"] for c in critical["curve"]] == [64, 128, 256, 512]
+    assert critical["smallest_batch"] == 16 and [c["examples"] for c in critical["curve"]] == [128, 256, 512]
+    assert [w["fraction"] for w in critical["sweeps"]] == list(FRACTIONS) and all(w["chosen"] in w["rates"] for w in critical["sweeps"])
     assert len(critical["points"]) == 2 and len(critical["b_simple_trajectory"]) >= 1
     # Two seeds at one larger batch size give at most two points: measured or not, the reason is given when missing.
     assert critical["b_crit_empirical"] is not None or any(r.startswith("b_crit_empirical") for r in critical["reasons"])
@@ -344,7 +360,8 @@ def _converging_study(tmp_path: Path) -> tuple[optuna.Study, Any, dict[int, int]
         **{k: v for k, v in FRONTIER.items() if v is not None},
         "frontier": {"trials_per_batch_size": 4, "seeds": 3, "until_converged": True, "max_trials_per_batch_size": 7},
     }))
-    assert spec.n_trials == 2 * (7 + (1 + 3) * 3) + 3 * 3  # every added trial a new best, re-run; the curve once
+    # Every added trial a new best, re-run; the curve once: 5 shares, each a sweep of 5 rates and 3 seeds.
+    assert spec.n_trials == 2 * (7 + (1 + 3) * 3) + 5 * (5 + 3)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.sqlite3'}", study_name="t", sampler=optuna.samplers.RandomSampler(seed=1))
     study.set_user_attr("comparability", {"test": True})  # what marks a search study for the SQL views
     counts: Counter[str] = Counter()
@@ -376,8 +393,15 @@ def test_until_converged_adds_search_trials_only_where_the_tuning_curve_has_not_
     efficiency = [t for t in study.trials if TrialRecord.of(t).frontier_role == EFFICIENCY]
     trials = study.get_trials(deepcopy=False)
     best16 = min((t for t in trials if TrialRecord.of(t).frontier_role == SEARCH and t.params["batch_size"] == 16), key=lambda t: t.value)
-    assert len(efficiency) == 3 * 3 and {TrialRecord.of(t).frontier_of for t in efficiency} == {best16.number}
+    assert len(efficiency) == 5 * 3 and {TrialRecord.of(t).frontier_of for t in efficiency} == {best16.number}
     assert TrialRecord.of(best16).frontier_index == 6
+    # Its sweeps too, on the final best; here the sweep's lowest rate has the lowest loss (0.01 per place), so each
+    # share's efficiency runs train at a quarter of the best's lr (clipped to the range; a clipped repeat is not run).
+    sweep = [t for t in trials if TrialRecord.of(t).frontier_role == REFERENCE]
+    rates = sorted({min(0.5, max(0.01, best16.params["lr"] * f)) for f in (0.25, 0.5, 1, 2, 4)})
+    assert {TrialRecord.of(t).frontier_of for t in sweep} == {best16.number} and len(sweep) == 5 * len(rates)
+    assert all(t.params["lr"] == pytest.approx(rates[0]) and t.params["momentum"] == best16.params["momentum"] for t in efficiency)
+    assert {TrialRecord.of(t).frontier_fraction for t in efficiency} == {1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2}
     assert len(study.trials) <= spec.n_trials  # the derived count bounds it
     rows = {r.batch_size: r for r in frontier_rows(without_superseded(trials))}
     assert rows[16].source_trial == best16.number and rows[16].n_seeds == 3

@@ -23,10 +23,10 @@ def _spec(**changes):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("decay", ["linear", "cosine"])
 def test_schedule_warms_up_and_ends_at_zero(decay: str) -> None:
     schedule = ScheduleSpec(warmup_fraction=0.1, decay=decay)
-    factors = [lr_factor(step, 100, schedule) for step in range(100)]
+    factors = [lr_factor(step, 100, 32, schedule) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
-    assert lr_factor(100, 100, schedule) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(100, 100, 32, schedule) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_every_batch_size_trains_budget_over_batch_size_steps() -> None:

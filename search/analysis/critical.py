@@ -6,13 +6,15 @@ examples, and the loss rises monotonically with B; B_crit is where a batch costs
 examples. A frontier study measures it directly:
 
 * the data-efficiency curve L_small(E'): the smallest batch size b's best configuration trained
-  with full schedules on E/8, E/4, E/2 and E examples (`search.study.frontier`), per seed;
+  with full schedules on E/32 ... E/2 and E examples (`search.study.frontier`), per seed, its
+  learning rate re-tuned at each share by a sweep on a seed of its own (`sweeps`: where the pick
+  lies on the sweep's edge, the curve there may still be under-tuned, which biases B_crit up);
 * each frontier point (batch size B, seed k, loss L) inverted through seed k's curve gives the
   examples b needed for the same loss, E' = L_small^-1(L), and r = E / E'. Under the model
   r = (1 + B/B_crit) / (1 + b/B_crit), i.e. r - 1 = (B - r b) / B_crit: a regression through the
   origin gives 1/B_crit with a t-based 95% interval (with b << B_crit this is the familiar
-  E/E_eff - 1 = B/B_crit). A loss worse than the curve's smallest budget needs more than 8x the
-  examples: such a point is outside the curve, counted, and left out of the fit.
+  E/E_eff - 1 = B/B_crit). A loss worse than the curve's smallest budget needs more than E over
+  that budget (32x) in examples: such a point is outside the curve and enters the fit as censored.
 
 The prediction: the noise-scale probe's B_simple along a run (`search.measure.probe`) stands in for
 B_noise; with it the progress equation dm/dE = 1 / (1 + B / B_noise(m)) is integrated for every
@@ -37,6 +39,8 @@ from scipy.stats import norm
 
 from search.record import (
     EFFICIENCY,
+    LR,
+    REFERENCE,
     SEED,
     Hyperparams,
     ProbePoint,
@@ -115,6 +119,42 @@ def efficiency_curves(
         by_seed[seed][budget] = loss
     curves = {k: _curve(points) for k, points in by_seed.items() if len(points) >= 2 and budget in points}
     return (small, budget, curves) if curves else None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The learning-rate sweep at one share of the budget: every rate tried and the one the curve trained."""
+
+    fraction: float
+    rates: tuple[float, ...]  # completed sweep points, ascending
+    losses: tuple[float, ...]  # their final validation losses (one seed)
+    chosen: float  # the efficiency runs' learning rate
+    full_budget: float | None  # the whole budget's best, which the sweep multiplies
+
+    @property
+    def at_edge(self) -> bool:
+        """The pick is the sweep's smallest or largest rate: the best may lie beyond it."""
+        return len(self.rates) > 1 and self.chosen in (self.rates[0], self.rates[-1])
+
+
+def sweeps(trials: list[FrozenTrial]) -> list[Sweep]:
+    """Each share's sweep (trials: without superseded re-runs), in ascending share."""
+    points: dict[float, dict[float, float]] = defaultdict(dict)
+    chosen: dict[float, float] = {}
+    of: int | None = None  # the search trial the curve re-runs
+    for t in trials:
+        record = TrialRecord.of(t)
+        if t.state != TrialState.COMPLETE or LR not in t.params or not record.frontier_fraction:
+            continue
+        if record.frontier_role == REFERENCE and is_finite(t.value):
+            points[record.frontier_fraction][float(t.params[LR])] = t.value  # type: ignore[assignment]
+        elif record.frontier_role == EFFICIENCY:
+            chosen[record.frontier_fraction], of = float(t.params[LR]), record.frontier_of
+    full = next((float(t.params[LR]) for t in trials if t.number == of and LR in t.params), None)
+    return [
+        Sweep(f, tuple(sorted(points[f])), tuple(points[f][r] for r in sorted(points[f])), chosen[f], full)
+        for f in sorted(chosen) if points.get(f)
+    ]
 
 
 def mean_curve(curves: Mapping[int, Curve]) -> Curve:
@@ -332,6 +372,8 @@ class CriticalBatch:
     outside_curve: int = 0
     predicted: dict[int, float | None] = field(default_factory=dict)
     b_simple_trajectory: list[dict[str, Any]] = field(default_factory=list)
+    # The learning-rate sweep re-tuning the curve at each share: fraction, rates, losses, chosen, full_budget, at_edge.
+    sweeps: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -381,7 +423,8 @@ def critical_batch(trials: list[FrozenTrial], seed_runs: Mapping[int, Mapping[in
         censored=fit.censored if fit else 0, matched_loss=matched, b_simple_at_loss=at_loss, b_simple_se=at_loss_se,
         curve=[{"examples": e, "val_loss": loss} for e, loss in zip(mean.examples, mean.losses)],
         points=[asdict(p) for p in points], outside_curve=sum(p.examples_ratio is None for p in points),
-        predicted=predicted, b_simple_trajectory=[asdict(p) for p in trajectory], reasons=reasons,
+        predicted=predicted, b_simple_trajectory=[asdict(p) for p in trajectory],
+        sweeps=[{**asdict(w), "at_edge": w.at_edge} for w in sweeps(trials)], reasons=reasons,
     )
 
 
@@ -420,6 +463,18 @@ def critical_sentences(result: CriticalBatch, sizes: Sequence[int]) -> list[str]
                 f"examples (a doubling at most {doubling_cost(b_crit / DOUBLING_CHEAP, b_crit):.0%}); at B_crit each doubling costs 50% more examples to "
                 "reach the same loss, and far beyond it nearly 100%."
             )
+    if result.sweeps:
+        picks = ", ".join(
+            f"E×{w['fraction']:g}: {w['chosen']:.3g}" + (f" (×{w['chosen'] / w['full_budget']:.3g})" if w["full_budget"] else "")
+            for w in result.sweeps
+        )
+        edges = ", ".join(f"E×{w['fraction']:g}" for w in result.sweeps if w["at_edge"])
+        lines.append(
+            f"The efficiency curve's learning rate was re-tuned at each share of the budget E, by a sweep of up to "
+            f"{max(len(w['rates']) for w in result.sweeps)} rates on a seed of its own, the pick trained on the paired seeds "
+            f"(the pick, and its multiple of the whole budget's best): {picks}."
+            + (f" At {edges} the pick is the sweep's edge, so the curve there may still be under-tuned, which would make B_crit too high." if edges else "")
+        )
     if result.b_simple is not None:
         words = (
             f"The noise-scale probe measured B_simple = {result.b_simple:,.0f}"

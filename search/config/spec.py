@@ -9,7 +9,7 @@ import math
 from functools import reduce
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_REPORTS_PER_TRIAL = 8
 
@@ -235,6 +235,9 @@ class ScheduleSpec(_Spec):
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
     # A floor in steps: a fraction of few steps is no warm-up. Capped at a quarter of the trial's steps.
     warmup_min_steps: Annotated[int, Field(ge=0)] = 10
+    # The warm-up in training examples instead (the same examples, so the same share of the budget, at every batch
+    # size; at least one step, at most a quarter of the trial's steps); replaces warmup_fraction and warmup_min_steps.
+    warmup_examples: Annotated[int, Field(ge=1)] | None = None
     # The learning rate's decay after warm-up, to zero at the trial's last step (constant: none).
     decay: Literal["linear", "cosine", "constant"] = "linear"
     # grow_batch: the factor the batch size grows by at each growth.
@@ -249,31 +252,38 @@ class AccumulationSpec(_Spec):
     memory_cap_mb: the largest micro-batch must fit in this much memory: on the CPU by an
     analytic estimate (weights, gradients, momentum and every layer's output plus its gradient,
     float32), on CUDA by measured peak memory. None: the device's memory (CUDA: OOM probing; the
-    CPU: every batch fits).
-    normalization_batch: the examples each batch-norm statistic is computed over. `full`: the
-    whole batch, so batches of models with batch norm are never split. An integer N: ghost batch
-    norm (Hoffer et al. 2017) over consecutive groups of N examples, whatever the micro-batch.
+    CPU: every batch fits). A model with batch norm is split only as `batch_norm.group` allows.
     """
 
     # The memory the largest micro-batch must fit in, in MB; null: the device's.
     memory_cap_mb: Annotated[float, Field(gt=0)] | None = None
-    # The examples each batch-norm statistic is over: the whole batch, or groups of N (ghost batch norm).
-    normalization_batch: Literal["full"] | Annotated[int, Field(ge=2)] = "full"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "normalization_batch" in data:
+            raise ValueError("normalization_batch is now batch_norm.group (the same values: full or a number of examples)")
+        return data
 
 
 class BatchNormSpec(_Spec):
     """Batch-norm statistics recomputed before each validation over a fixed training subset (the
     same `recalibrate_examples` images for every trial, in chunks of `recalibrate_batch`), so that
-    evaluation does not depend on the batch size through the running averages; 0 turns it off."""
+    evaluation does not depend on the batch size through the running averages; 0 turns it off.
+
+    group: the examples each training batch-norm statistic is computed over. `full`: the whole
+    batch, so the normalization noise changes with the batch size and batches of models with batch
+    norm are never split. An integer N: ghost batch norm (Hoffer et al. 2017) over consecutive groups
+    of N examples, the same noise at every batch size above N (Goyal et al. 2017 kept 32 per worker).
+    """
+
+    # The examples each training batch-norm statistic is over: the whole batch, or groups of N (ghost batch norm).
+    group: Literal["full"] | Annotated[int, Field(ge=2)] = "full"
 
     # Training images the statistics are recomputed over before each validation; 0: off.
     recalibrate_examples: Annotated[int, Field(ge=0, le=1_000_000)] = 2048
     # Images per forward pass of the recalibration.
     recalibrate_batch: Annotated[int, Field(ge=2, le=65_536)] = 256
-
-
-# The fractions of the example budget the data-efficiency curve trains (the whole budget is the seed re-runs).
-EFFICIENCY_FRACTIONS = (0.125, 0.25, 0.5)
 
 
 # A frontier study's pruner stops a trial only from this share of its budget on (unless pruner.args say otherwise):
@@ -300,8 +310,19 @@ class FrontierSpec(_Spec):
     # Seeds each batch size's best configuration is re-run with.
     seeds: Annotated[int, Field(ge=2, le=1_000)] = 3
     # The data-efficiency curve that measures the critical batch size: the smallest batch size's
-    # best configuration also trained on 1/8, 1/4 and 1/2 of the budget, with the same seeds.
+    # best configuration also trained on shares of the budget, with the learning rate re-tuned at each.
     efficiency_curve: bool = True
+    # The shares of the budget the curve trains (the whole budget is the seed re-runs): E/32 ... E/2 by default,
+    # so that large batch sizes, up to 32x the examples' cost, still fall inside the curve.
+    efficiency_fractions: Annotated[tuple[Annotated[float, Field(gt=0, lt=1)], ...], Field(min_length=1, max_length=12)] = (
+        0.03125, 0.0625, 0.125, 0.25, 0.5,
+    )
+    # The learning-rate sweep at each share: these multiples of the smallest batch size's best full-budget lr, each
+    # trained once on a seed of its own; the best is then trained on the paired seeds. A configuration tuned for the
+    # whole budget is not tuned for a shorter one, and an untuned curve overstates B_crit. [1]: no sweep.
+    reference_lr_factors: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1, max_length=12)] = (
+        0.25, 0.5, 1.0, 2.0, 4.0,
+    )
     # The non-inferiority margin, as a fraction of the reference batch size's mean loss: a larger batch size is
     # recommended only when the one-sided 95% upper bound of its paired loss difference lies within it.
     margin: Annotated[float, Field(gt=0, lt=1)] = 0.01
@@ -316,6 +337,13 @@ class FrontierSpec(_Spec):
     # The cap on search trials per batch size with until_converged (default: 3 x trials_per_batch_size).
     max_trials_per_batch_size: Annotated[int, Field(ge=2, le=10_000)] | None = None
 
+    @field_validator("efficiency_fractions", "reference_lr_factors")
+    @classmethod
+    def _distinct(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if len(set(values)) < len(values):
+            raise ValueError("each value must appear once")
+        return tuple(sorted(values))
+
     @model_validator(mode="after")
     def _cap(self) -> FrontierSpec:
         if self.max_trials_per_batch_size is not None and self.max_trials_per_batch_size < self.trials_per_batch_size:
@@ -324,6 +352,10 @@ class FrontierSpec(_Spec):
                 f"({self.trials_per_batch_size}): the cap must allow at least the trials every batch size gets"
             )
         return self
+
+    def reference_sweep(self) -> tuple[float, ...]:
+        """The learning-rate multiples swept at each share of the budget; none when the only one is 1 (no sweep)."""
+        return () if self.reference_lr_factors == (1.0,) else self.reference_lr_factors
 
     def search_cap(self) -> int:
         """Search trials a batch size can get: trials_per_batch_size, or with until_converged its cap."""
@@ -528,7 +560,8 @@ class StudySpec(_Spec):
 
     def frontier_trials(self) -> int:
         """A frontier study's trials: batch sizes x (trials per batch size + seeds), and the efficiency curve's."""
-        curve = len(EFFICIENCY_FRACTIONS) * self.frontier.seeds if self.has_efficiency_curve() else 0
+        frontier = self.frontier
+        curve = len(frontier.efficiency_fractions) * (len(frontier.reference_sweep()) + frontier.seeds) if self.has_efficiency_curve() else 0
         # until_converged: at most, every added search trial finds a new best, re-run on the seeds again.
         bests = 1 + self.frontier.search_cap() - self.frontier.trials_per_batch_size
         return len(self.search_space.batch_sizes()) * (self.frontier.search_cap() + bests * self.frontier.seeds) + curve
@@ -583,12 +616,16 @@ class StudySpec(_Spec):
             "dataset", "data", "model", "loss", "budget_examples", "search_space", "lr_parameterization", "optimizer", "schedule",
             "batch_norm", "strategy", "frontier",
         )
-        key = self.model_dump(include=set(fields), exclude={"dataset": {"path"}} if self.dataset else None, mode="json")
+        # The memory cap only changes how a batch is split, never the gradient: not part of the key.
+        # batch_norm.group is under its first name, normalization_batch, as in the keys stored before it moved.
+        exclude: dict[str, Any] = {"batch_norm": {"group"}, **({"dataset": {"path"}} if self.dataset else {})}
+        key = self.model_dump(include=set(fields), exclude=exclude, mode="json")
         if key.get("frontier"):
             key["frontier"] = without_plan_only(key["frontier"])
+        if key["schedule"].get("warmup_examples") is None:
+            del key["schedule"]["warmup_examples"]  # unset: the keys stored before it existed compare equal
         key["report_every_examples"] = self.report_every()
-        # The memory cap only changes how a batch is split, never the gradient: not part of the key.
-        key["normalization_batch"] = self.accumulation.normalization_batch
+        key["normalization_batch"] = self.batch_norm.group
         # None without a time budget, as in the keys stored before time budgets: those studies still resume.
         key["budget_seconds"] = self.budget_seconds
         key["report_every_ms"] = None if self.budget_seconds is None else self.report_every_ms()

@@ -9,7 +9,7 @@ held constant after warm-up (`ProbeSettings.schedule`): an annealed rate shrinks
 run for reasons that are not the loss level, and the frontier reads B_simple at a matched loss.
 
 Normalization: a model with batch norm trains with the study's grouping (the whole batch, or
-`accumulation.normalization_batch` groups) and is measured with ghost batch norm over groups of
+`batch_norm.group` groups) and is measured with ghost batch norm over groups of
 `group` examples, no larger than the smallest batch size a trial trains with: each group is then
 an independent unit of the estimator, whatever the chunk size (`noise_scale` says why). A model
 without batch norm needs nothing: its chunk gradients are means of independent per-example ones.
@@ -109,7 +109,7 @@ def normalization_group(spec: StudySpec, model: torch.nn.Module) -> int | None:
     if not has_batch_norm(model):
         return None
     smallest = min(spec.search_space.batch_sizes())
-    configured = spec.accumulation.normalization_batch
+    configured = spec.batch_norm.group
     return min(configured, smallest) if isinstance(configured, int) else smallest
 
 
@@ -182,7 +182,7 @@ def run_probe(spec: StudySpec, data: TrialData, args: ProbeSettings, run: ProbeR
         # Train with the study's grouping (the whole batch: one group as large as any batch); measure with `group`.
         if group is None:
             return model
-        configured = spec.accumulation.normalization_batch
+        configured = spec.batch_norm.group
         return use_ghost_batch_norm(model, configured if isinstance(configured, int) else sys.maxsize)
 
     trained = spec if args.schedule == "study" else spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"decay": "constant"})})

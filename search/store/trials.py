@@ -22,8 +22,8 @@ from search.config.load import find_study_file, load_spec
 from search.config.spec import MAX_STUDY_NAME, STUDY_NAME
 from search.errors import UserError
 from search.record import (
-    EFFICIENCY,
     SEED,
+    SHARE_OF_BUDGET,
     TrialRecord,
     batch_size_of,
     is_finite,
@@ -113,13 +113,13 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 def without_superseded(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """All trials but superseded re-runs. With `frontier.until_converged`, search trials added to an
     under-tuned batch size can find it a new best, whose seed (and efficiency) re-runs replace the
-    earlier best's: the current re-runs of a role and batch size are those of the latest search trial
+    earlier best's (and so do its efficiency curve's runs): the current re-runs of a role and batch size are those of the latest search trial
     that has completed re-runs (a new best is always a later trial: the highest `frontier_of`). The SQL
     view `search_frontier` applies the same rule."""
     reruns = []  # (trial, its role and batch size, the search trial it re-runs)
     for trial in trials:
         record = TrialRecord.of(trial)
-        if record.frontier_role in (SEED, EFFICIENCY) and record.frontier_of is not None:
+        if record.frontier_role in (SEED, *SHARE_OF_BUDGET) and record.frontier_of is not None:
             reruns.append((trial, (record.frontier_role, batch_size_of(trial)), record.frontier_of))
     latest: dict[tuple[str, int | None], int] = {}
     for trial, key, of in reruns:

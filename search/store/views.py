@@ -29,7 +29,7 @@ import optuna
 import sqlalchemy
 
 from search.record import (
-    EFFICIENCY,
+    SHARE_OF_BUDGET,
     EvaluationRecord,
     Hyperparams,
     Kind,
@@ -141,7 +141,7 @@ def view_statements(dialect: str) -> list[str]:
         f"CREATE VIEW search_best AS SELECT {columns}, datetime_start, datetime_complete FROM (\n"
         f"  SELECT search_trials.*, ROW_NUMBER() OVER (PARTITION BY study_id, study_name ORDER BY value, number) AS position\n"
         f"  FROM search_trials WHERE state = 'COMPLETE' AND value IS NOT NULL\n"
-        f"  AND (frontier_role IS NULL OR frontier_role <> '{EFFICIENCY}')\n"  # a share of the budget: not ranked
+        f"  AND (frontier_role IS NULL OR frontier_role NOT IN ({', '.join(repr(r) for r in SHARE_OF_BUDGET)}))\n"  # a share of the budget: not ranked
         f") ranked WHERE position = 1"
     )
     return [trials, evaluation, best, _frontier_view()]

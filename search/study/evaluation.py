@@ -99,7 +99,7 @@ def run_one(
         examples_seen = plan.examples_after(steps_done)
         record = EvaluationRecord(
             source_trial=source.number, seed=seed, effective_lr=hp.effective_lr, schedule=hp.schedule,
-            optimizer=spec.optimizer.name, steps=steps, warmup_steps=warmup_steps(plan.schedule_steps(), spec.schedule), examples_seen=examples_seen,
+            optimizer=spec.optimizer.name, steps=steps, warmup_steps=warmup_steps(plan.schedule_steps(), plan.batch_size, spec.schedule), examples_seen=examples_seen,
             budget_examples=spec.budget_examples, train_images=data.train_size, test_images=data.val_size,
             wall_seconds=time.perf_counter() - started, examples_per_second=examples_seen / max(train_seconds, 1e-9), device=device_name,
         )

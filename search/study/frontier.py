@@ -17,9 +17,13 @@ cap; when one of them becomes the batch size's best, that configuration is re-ru
 and the earlier best's re-runs are superseded (`search.store.trials.without_superseded`).
 
 Last, with `efficiency_curve`, the smallest batch size's best configuration is trained again on
-1/8, 1/4 and 1/2 of the budget with the same seeds: with its seed re-runs (the whole budget) that
-is the data-efficiency curve L_small(E') through which `search.analysis.critical` inverts the
-frontier into the critical batch size. Each trial trains its own full schedule over its budget.
+shares of the budget (`efficiency_fractions`, E/32 ... E/2) with the same seeds: with its seed
+re-runs (the whole budget) that is the data-efficiency curve L_small(E') through which
+`search.analysis.critical` inverts the frontier into the critical batch size. Each trial trains its
+own full schedule over its budget, and the learning rate is re-tuned at each share first: a sweep of
+multiples of the full-budget best (`reference_lr_factors`) on one seed of its own, whose best is then
+trained on the paired seeds (picked on one seed, measured on others). A curve left at the full
+budget's learning rate is worse than it could be at short budgets, which biases B_crit up.
 """
 from __future__ import annotations
 
@@ -32,14 +36,18 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config.spec import EFFICIENCY_FRACTIONS, StudySpec
+from search.config.spec import StudySpec
 from search.record import (
     BATCH_SIZE,
     EFFICIENCY,
+    LR,
+    REFERENCE,
     SEARCH,
     SEED,
+    SHARE_OF_BUDGET,
     TrialRecord,
     batch_size_of,
+    is_finite,
 )
 from search.stats import improvement_over_last_doubling, is_under_tuned, mean_ci95
 from search.store.trials import draw_loss
@@ -52,23 +60,34 @@ _HELD = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState
 @dataclass(frozen=True)
 class Slot:
     number: int  # its place in the frontier's order
-    role: Literal["search", "seed", "efficiency"]
+    role: Literal["search", "seed", "reference", "efficiency"]
     batch_size: int
-    index: int  # search: the trial's index within its batch size; seed, efficiency: the seed number
-    fraction: float = 1.0  # of the example budget (efficiency: less than 1)
+    index: int  # search: the trial's index within its batch size; reference: its place in the sweep; seed, efficiency: the seed number
+    fraction: float = 1.0  # of the example budget (reference, efficiency: less than 1)
 
 
 def frontier_slots(spec: StudySpec) -> list[Slot]:
-    """Every slot, in order: the search rounds, the seed rounds, the efficiency curve, then (with
-    `until_converged`) the rounds of added search trials, which are taken only while a batch size is under-tuned."""
+    """Every slot, in order: the search rounds, the seed rounds, the efficiency curve (its learning-rate
+    sweeps, then its seed runs), then (with `until_converged`) the rounds of added search trials, which are
+    taken only while a batch size is under-tuned."""
     sizes = spec.search_space.batch_sizes()
-    rounds = [(SEARCH, i) for i in range(spec.frontier.trials_per_batch_size)] + [(SEED, k) for k in range(spec.frontier.seeds)]
+    frontier = spec.frontier
+    rounds = [(SEARCH, i) for i in range(frontier.trials_per_batch_size)] + [(SEED, k) for k in range(frontier.seeds)]
     slots = [Slot(n, role, b, index) for n, ((role, index), b) in enumerate((r, b) for r in rounds for b in sizes)]  # type: ignore[arg-type]
     if spec.has_efficiency_curve():
-        curve = [(k, f) for k in range(spec.frontier.seeds) for f in EFFICIENCY_FRACTIONS]
-        slots += [Slot(len(slots) + i, EFFICIENCY, sizes[0], k, f) for i, (k, f) in enumerate(curve)]
+        sweeps = [(REFERENCE, i, f) for f in frontier.efficiency_fractions for i in range(len(frontier.reference_sweep()))]
+        runs = [(EFFICIENCY, k, f) for k in range(frontier.seeds) for f in frontier.efficiency_fractions]
+        slots += [Slot(len(slots) + n, role, sizes[0], index, f) for n, (role, index, f) in enumerate(sweeps + runs)]  # type: ignore[arg-type]
     added = [(i, b) for i in range(spec.frontier.trials_per_batch_size, spec.frontier.search_cap()) for b in sizes]
     return slots + [Slot(len(slots) + n, SEARCH, b, i) for n, (i, b) in enumerate(added)]
+
+
+def sweep_lr(spec: StudySpec, best: FrozenTrial, index: int) -> float | None:
+    """The learning rate of sweep point `index` around `best`, clipped to the searched range; None when
+    clipping makes it repeat an earlier point's (that run would be a copy)."""
+    space = spec.search_space.lr
+    rates = [min(space.high, max(space.low, best.params[LR] * factor)) for factor in spec.frontier.reference_sweep()]
+    return None if rates[index] in rates[:index] else rates[index]
 
 
 def efficiency_budget(spec: StudySpec, fraction: float) -> int:
@@ -79,8 +98,18 @@ def efficiency_budget(spec: StudySpec, fraction: float) -> int:
 
 def paired_seed(spec: StudySpec, role: str, index: int) -> int:
     """The training seed of a frontier trial: a function of its role and index only, not of its batch size
-    (an efficiency trial trains with the seed re-run's seed of the same index)."""
+    (an efficiency trial trains with the seed re-run's seed of the same index). A sweep trains every learning
+    rate on one seed of its own, so that its points differ by the rate only and its pick is measured on other seeds."""
+    if role == REFERENCE:
+        return int(np.random.SeedSequence([spec.sampler.seed, 2, 0]).generate_state(1)[0])
     return int(np.random.SeedSequence([spec.sampler.seed, role != SEARCH, index]).generate_state(1)[0])
+
+
+def sweep_best(trials: list[FrozenTrial], fraction: float) -> FrozenTrial | None:
+    """The completed sweep trial at `fraction` with the lowest final validation loss (trials: the current best's)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and is_finite(t.value)
+            and TrialRecord.of(t).frontier_role == REFERENCE and TrialRecord.of(t).frontier_fraction == fraction]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None  # type: ignore[arg-type, return-value]
 
 
 def best_search_trial(trials: list[FrozenTrial], batch_size: int) -> FrozenTrial | None:
@@ -152,7 +181,7 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
     for slot in slots:
         if taken(slot):
             continue
-        fraction = slot.fraction if slot.role == EFFICIENCY else None
+        fraction = slot.fraction if slot.role in SHARE_OF_BUDGET else None
         attrs = TrialRecord(frontier_role=slot.role, frontier_index=slot.index, frontier_slot=slot.number, frontier_fraction=fraction)
         if slot.role == SEARCH and slot.index >= fixed:  # added while the batch size is under-tuned
             state = tuning(slot.batch_size)
@@ -162,13 +191,25 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
         if slot.role == SEARCH:
             study.enqueue_trial({BATCH_SIZE: slot.batch_size}, user_attrs=attrs.attrs())
             return "queued"
-        if not searched(slot.batch_size) or (slot.role == EFFICIENCY and spec.frontier.until_converged and tuning(slot.batch_size) != "converged"
+        if not searched(slot.batch_size) or (slot.role in SHARE_OF_BUDGET and spec.frontier.until_converged and tuning(slot.batch_size) != "converged"
                                              and any(s.role == SEARCH and s.batch_size == slot.batch_size and not taken(s) for s in slots)):
             waiting = True
             continue
         best = bests[slot.batch_size]
         if best is None:
             continue  # no search trial of this batch size completed: nothing to re-run
-        study.enqueue_trial(dict(best.params), user_attrs=replace(attrs, frontier_of=best.number).attrs())
+        params = dict(best.params)
+        if slot.role == REFERENCE:
+            if (rate := sweep_lr(spec, best, slot.index)) is None:
+                continue  # clipped onto an earlier point of the sweep
+            params[LR] = rate
+        elif slot.role == EFFICIENCY and spec.frontier.reference_sweep():
+            sweep = [s for s in slots if s.role == REFERENCE and s.fraction == slot.fraction and sweep_lr(spec, best, s.index) is not None]
+            if not all(settled(s) for s in sweep):
+                waiting = True
+                continue
+            picked = sweep_best([t for s in sweep for t in held(s)], slot.fraction)
+            params[LR] = picked.params[LR] if picked is not None else params[LR]  # every sweep run failed: the full budget's
+        study.enqueue_trial(params, user_attrs=replace(attrs, frontier_of=best.number).attrs())
         return "queued"
     return "waiting" if waiting else "done"

@@ -83,11 +83,11 @@ class Objective:
             "reason": "",  # a retried trial inherits its predecessor's attributes: clear the reason
             "effective_lr": hp.effective_lr,
             "steps": plan.steps,
-            "warmup_steps": warmup_steps(plan.schedule_steps(), spec.schedule),
+            "warmup_steps": warmup_steps(plan.schedule_steps(), plan.batch_size, spec.schedule),
             "budget_examples": spec.budget_examples,
             "schedule": hp.schedule,
             "micro_batch_size": plan.micro_batch_size or plan.batch_size,
-            "normalization_batch": spec.accumulation.normalization_batch,
+            "normalization_batch": spec.batch_norm.group,
             "device": self.device_name,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "seed": plan.seed,

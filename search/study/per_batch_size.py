@@ -23,7 +23,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import BATCH_SIZE, LR, SEARCH, TrialRecord, batch_size_of, is_finite
+from search.record import BATCH_SIZE, LR, SEARCH, TrialRecord, batch_size_of, is_finite, ranked
 from search.store.optuna_internals import fixed_params, storage_of, with_storage
 
 
@@ -61,10 +61,11 @@ def trial_batch_size(trial: FrozenTrial) -> int | None:
 
 
 def one_batch_size(study: optuna.Study, batch_size: int | None) -> optuna.Study:
-    """The study with only the trials of `batch_size` (the study itself for None)."""
+    """The study with only the whole-budget trials of `batch_size` (the study itself for None): the efficiency
+    curve's shorter runs, annealed early, would read as good configurations and low losses at early rungs."""
     if batch_size is None:
         return study
-    return with_storage(study, _ViewStorage(storage_of(study), lambda trials: [t for t in trials if batch_size_of(t) == batch_size]))
+    return with_storage(study, _ViewStorage(storage_of(study), lambda trials: [t for t in ranked(trials) if batch_size_of(t) == batch_size]))
 
 
 def lr_slope(trials: list[FrozenTrial]) -> float:
@@ -119,10 +120,10 @@ def aligned(trials: list[FrozenTrial], batch_size: int) -> list[FrozenTrial]:
 
 
 def shared_view(study: optuna.Study, batch_size: int | None) -> optuna.Study:
-    """The study as evidence for `batch_size` (`aligned`): every batch size's trials, aligned to it."""
+    """The study as evidence for `batch_size` (`aligned`): every batch size's whole-budget trials, aligned to it."""
     if batch_size is None:
         return study
-    return with_storage(study, _ViewStorage(storage_of(study), lambda trials: aligned(trials, batch_size)))
+    return with_storage(study, _ViewStorage(storage_of(study), lambda trials: aligned(ranked(trials), batch_size)))
 
 
 class PerBatchSizeSampler(optuna.samplers.BaseSampler):

@@ -89,7 +89,7 @@ class BatchSplitter:
         step = training_step(spec, probe, data.device)
         example = data.fixed_subset(1, seed=0)
         largest = largest_micro_batch(step, example, device_name, spec.accumulation.memory_cap_mb, max(spec.search_space.batch_sizes()))
-        return cls(largest, has_batch_norm(probe), spec.accumulation.normalization_batch)
+        return cls(largest, has_batch_norm(probe), spec.batch_norm.group)
 
     def micro_batch_size(self, batch_size: int, fastest: int | None = None) -> int | None:
         """The micro-batch a trial trains with; None: the whole batch in one pass.

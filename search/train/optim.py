@@ -47,7 +47,7 @@ class OptimizerStep:
         # A growing batch replaces the decay: warm-up over the same examples, then a fixed rate.
         schedule = schedule.model_copy(update={"decay": "constant"}) if plan.growth else schedule
         steps = plan.schedule_steps()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda index: lr_factor(index, steps, schedule))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda index: lr_factor(index, steps, plan.batch_size, schedule))
         self.examples_drawn = 0
         self._step_size = plan.batch_size
         self._accumulated = 0  # examples whose gradients await the next optimizer step

@@ -42,15 +42,20 @@ class TrainingPlan:
         return self.examples_after(self.steps) // self.batch_size
 
 
-def warmup_steps(steps: int, schedule: ScheduleSpec) -> int:
-    """Warm-up steps of a schedule over `steps`: `warmup_fraction` of them, but at least `warmup_min_steps`
-    (a fraction of a few steps is no warm-up at all), a floor that never takes more than a quarter of the steps."""
+def warmup_steps(steps: int, batch_size: int, schedule: ScheduleSpec) -> int:
+    """Warm-up steps of a schedule over `steps` of `batch_size` examples. With `warmup_examples`: that many
+    examples' steps (the same share of the budget at every batch size), at least one and at most a quarter of
+    the steps. Otherwise `warmup_fraction` of the steps, but at least `warmup_min_steps` (a fraction of a few steps
+    is no warm-up at all), a floor that never takes more than a quarter of the steps: at large batch sizes the floor
+    is a larger share of the budget than at small ones."""
+    if schedule.warmup_examples is not None:
+        return min(max(1, round(schedule.warmup_examples / batch_size)), max(1, steps // 4))
     return max(round(schedule.warmup_fraction * steps), min(schedule.warmup_min_steps, steps // 4))
 
 
-def lr_factor(step: int, steps: int, schedule: ScheduleSpec) -> float:
+def lr_factor(step: int, steps: int, batch_size: int, schedule: ScheduleSpec) -> float:
     """Warm-up then decay, both over this trial's own step count, reaching zero at the end."""
-    warmup = warmup_steps(steps, schedule)
+    warmup = warmup_steps(steps, batch_size, schedule)
     if step < warmup:
         return (step + 1) / warmup
     if schedule.decay == "constant":
@@ -70,7 +75,7 @@ def batch_growth(batch_size: int, budget_examples: int, align: int, schedule: Sc
     step boundaries at equal examples seen.
     """
     steps = budget_examples // batch_size
-    warmup = warmup_steps(steps, schedule)
+    warmup = warmup_steps(steps, batch_size, schedule)
     growth: list[tuple[int, int]] = []
     for k in range(1, schedule.max_growths + 1):
         multiplier = schedule.growth_factor**k
