@@ -1,21 +1,23 @@
 """The recipe without bias between batch sizes: the frontier with each change off and on, side by side.
 
     python -m bench.recipe             # cifar_bs at 8,192 examples, batch sizes 32/128/512, ~20 min on 2 CPU cores
-    python -m bench.recipe --long      # and all three changes off (the recipe before them), warm-up in examples, ghost batch norm
-    python -m bench.recipe --variants "recipe (all three on)" "warm-up in examples" ...   # any of VARIANTS
+    python -m bench.recipe --long      # every variant in VARIANTS
+    python -m bench.recipe --variants "recipe (defaults)" "ghost batch norm over 32"   # any of VARIANTS
 
 Each variant is a whole frontier study (`strategy: frontier`, the real service path: study file +
 overrides, `create_or_resume` on a SQLite file, `run_worker`) of the `cifar_bs` model on the shared
-CIFAR-10 at a small budget: the default recipe (warm-up floor, batch-norm recalibration, no weight
-decay on normalization parameters and biases), then the same with one change turned off (`--long`:
-then all three off, the recipe before them; the warm-up fixed at 5% of the budget in examples, with no floor in
-steps; batch-norm statistics over groups of 32 examples at every batch size; and both). The sampler seed and the paired training seeds are the
-same in every variant, so the rows differ by the recipe only. Writes bench/results/recipe.md.
+CIFAR-10 at a small budget: the default recipe (warm-up 5% of every batch size's steps, batch-norm
+recalibration, no weight decay on normalization parameters and biases), then the same with one
+change: the former warm-up floor of 10 steps, no recalibration, decay on norm and bias (`--long`
+adds: all three, the recipe before them; the warm-up fixed in examples; batch-norm statistics over
+groups of 32 examples at every batch size; and both). The sampler seed and the paired training seeds
+are the same in every variant, so the rows differ by the recipe only. Writes bench/results/recipe.md.
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +33,7 @@ from search.data.images import load_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_STUDY = "cifar_bs"
-WARMUP_OFF = {"schedule.warmup_min_steps": 0}
+WARMUP_FLOOR = {"schedule.warmup_min_steps": 10}  # the default until 2026-12-08
 RECALIBRATION_OFF = {"batch_norm.recalibrate_examples": 0}
 DECAY_ON = {"optimizer.decay_norm_and_bias": True}
 # Batch-norm statistics over 32 examples at every batch size (Goyal et al. 2017 kept 32 per worker); at 32 and
@@ -45,11 +47,11 @@ def warmup_in_examples(budget: int) -> dict[str, Any]:
 
 
 VARIANTS: dict[str, Callable[[int], dict[str, Any]]] = {
-    "recipe (all three on)": lambda budget: {},
-    "no warm-up floor": lambda budget: WARMUP_OFF,
+    "recipe (defaults)": lambda budget: {},
+    "warm-up floor of 10 steps": lambda budget: WARMUP_FLOOR,
     "no batch-norm recalibration": lambda budget: RECALIBRATION_OFF,
     "weight decay on norm and bias": lambda budget: DECAY_ON,
-    "all three off": lambda budget: {**WARMUP_OFF, **RECALIBRATION_OFF, **DECAY_ON},
+    "the recipe before 2026-11-30": lambda budget: {**WARMUP_FLOOR, **RECALIBRATION_OFF, **DECAY_ON},
     "warm-up in examples": warmup_in_examples,
     "ghost batch norm over 32": lambda budget: GHOST_32,
     "warm-up in examples, ghost batch norm over 32": lambda budget: {**warmup_in_examples(budget), **GHOST_32},
@@ -112,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials-per-batch-size", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=2000)
-    parser.add_argument("--long", action="store_true", help="every variant: also all three changes off, warm-up in examples, ghost batch norm over 32, and both")
+    parser.add_argument("--long", action="store_true", help="every variant in VARIANTS")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT", help="default: the recipe and each change off")
     parser.add_argument("--out", type=Path, default=RESULTS / "recipe.md")
     return parser.parse_args(argv)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         results[variant] = rows
         advice[variant] = f"B={pick.batch_size:,}" if pick else "–"
         print(f"{variant:<32} {seconds:6.0f}s  " + "  ".join(f"B={r.batch_size}: {r.val_loss_mean:.4f}" for r in rows), flush=True)
-    command = " ".join(["python -m bench.recipe", *(argv if argv is not None else sys.argv[1:])])
+    command = "python -m bench.recipe " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = markdown(results, advice, args, command)
     return publish(args.out, text)
 

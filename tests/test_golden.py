@@ -1,6 +1,9 @@
 """The same seeds give the same stored losses as before the code moved: `tests/golden/smoke.json` holds what the
 smoke study stored for three fixed configurations (validation loss at every checkpoint, final value, training loss),
-written by the code before the trial runner was unified. A refactor that changes what a trial trains fails here."""
+written by the code before the trial runner was unified. A refactor that changes what a trial trains fails here.
+Re-written once, 2026-12-08, for a deliberate change: the warm-up floor's default went from 10 steps to none; the
+B = 16 trial (26 warm-up steps either way) stored exactly the same losses, the B = 64 and 256 trials warm up for 6
+and 2 steps instead of 10 and 4."""
 from __future__ import annotations
 
 import json

@@ -36,19 +36,19 @@ def _spec(**changes):  # type: ignore[no-untyped-def]
 
 
 def test_warm_up_has_a_floor_of_at_most_a_quarter_of_the_steps() -> None:
-    schedule = ScheduleSpec()  # 5 %, at least 10 steps
+    schedule = ScheduleSpec(warmup_min_steps=10)  # 5 %, at least 10 steps
     assert warmup_steps(16, 32, schedule) == 4  # the floor, capped at 16 // 4
     assert warmup_steps(225_000 // 2048, 2048, schedule) == 10  # 109 steps: 5 % would be 5
     assert warmup_steps(10_000, 32, schedule) == 500  # long trials: the fraction, as before
-    assert warmup_steps(16, 32, ScheduleSpec(warmup_min_steps=0)) == 1
-    assert warmup_steps(100, 32, ScheduleSpec(warmup_fraction=0.4)) == 40  # the cap bounds the floor, not a fraction asked for
+    assert warmup_steps(16, 32, ScheduleSpec()) == 1  # the default: no floor, 5% of the steps at every batch size
+    assert warmup_steps(100, 32, ScheduleSpec(warmup_fraction=0.4, warmup_min_steps=10)) == 40  # the cap bounds the floor, not a fraction asked for
 
 
 def test_warm_up_in_examples_is_the_same_share_of_the_budget_at_every_batch_size() -> None:
     budget, schedule = 16_384, ScheduleSpec(warmup_examples=819)  # 5% of the budget
     shares = {b: warmup_steps(budget // b, b, schedule) * b / budget for b in (16, 64, 256, 1024)}
     assert shares == {16: pytest.approx(0.0498, abs=1e-4), 64: pytest.approx(0.0508, abs=1e-4), 256: 0.046875, 1024: 0.0625}
-    floor = {b: warmup_steps(budget // b, b, ScheduleSpec()) * b / budget for b in (16, 1024)}  # the default's floor of 10 steps
+    floor = {b: warmup_steps(budget // b, b, ScheduleSpec(warmup_min_steps=10)) * b / budget for b in (16, 1024)}  # a floor of 10 steps
     assert floor == {16: pytest.approx(0.0498, abs=1e-4), 1024: 0.25}  # 5% against 25%: what warmup_examples removes
     assert warmup_steps(4, 16, ScheduleSpec(warmup_examples=10_000)) == 1  # at most a quarter of the steps
     assert warmup_steps(100, 1024, ScheduleSpec(warmup_examples=1)) == 1  # at least one step
@@ -56,7 +56,7 @@ def test_warm_up_in_examples_is_the_same_share_of_the_budget_at_every_batch_size
 
 @pytest.mark.parametrize("steps", [8, 16, 40, 109, 1000])
 def test_the_learning_rate_rises_over_exactly_the_warm_up_steps(steps: int) -> None:
-    schedule = ScheduleSpec()
+    schedule = ScheduleSpec(warmup_min_steps=10)
     warmup = warmup_steps(steps, 64, schedule)
     assert warmup >= min(3, steps // 4)
     factors = [lr_factor(step, steps, 64, schedule) for step in range(steps)]
@@ -245,4 +245,4 @@ def test_search_run_stores_each_trials_warm_up(study_file: Callable[..., Path], 
         assert trial.state == optuna.trial.TrialState.COMPLETE
         steps = trial.user_attrs["steps"]
         assert steps == 512 // trial.params["batch_size"]
-        assert trial.user_attrs["warmup_steps"] == warmup_steps(steps, trial.params["batch_size"], spec.schedule) == max(round(0.05 * steps), min(10, steps // 4))
+        assert trial.user_attrs["warmup_steps"] == warmup_steps(steps, trial.params["batch_size"], spec.schedule) == round(0.05 * steps)  # no floor by default
