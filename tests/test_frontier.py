@@ -521,3 +521,21 @@ def test_a_frontier_pruner_stops_trials_only_from_its_first_trusted_rung(name: s
     if name != "hyperband":  # with rungs from 64 or 128 Hyperband splits five trials into brackets, too few to prune in
         assert first_prune({}, startup) == 64
         assert first_prune(frontier, {**startup, ("n_warmup_examples" if name == "median" else "min_resource_examples"): 128}) == 128
+
+
+def test_a_study_run_until_converged_gives_its_eta_for_the_planned_trials_and_its_most() -> None:
+    from search.config.load import validate_spec
+    from search.render.console import study_progress
+    from tests.conftest import SMALL_STUDY, merge
+
+    base = {k: v for k, v in SMALL_STUDY.items() if k != "n_trials"}
+    spec = validate_spec(merge({"name": "t", **base}, {**{k: v for k, v in FRONTIER.items() if v is not None},
+                                                       "frontier": {**FRONTIER["frontier"], "until_converged": True, "max_trials_per_batch_size": 5}}))
+    planned = spec.frontier_trials(added=False)
+    assert planned == 2 * (3 + 2) + 2 * (3 + 2) and spec.n_trials == 2 * (5 + 3 * 2) + 2 * (3 + 2)  # the cap: 2 added, each a new best
+    study = optuna.create_study()
+    for _ in range(4):
+        study.add_trial(create_trial(value=1.0, params={}, distributions={}, user_attrs={"wall_seconds": 60.0}))
+    line = study_progress(study, spec.n_trials, planned)
+    assert line == f"study    4 finished ({planned} planned, at most {spec.n_trials} until converged), 0 running; ETA 16m00s for the planned trials, at most 28m00s at 1m00s a trial"
+    assert study_progress(study, 20).endswith("; ETA 16m00s at 1m00s a trial")  # a plan known in advance: one ETA

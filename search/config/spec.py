@@ -559,13 +559,14 @@ class StudySpec(_Spec):
             object.__setattr__(self, "n_trials", self.frontier_trials())
         return self
 
-    def frontier_trials(self) -> int:
-        """A frontier study's trials: batch sizes x (trials per batch size + seeds), and the efficiency curve's."""
+    def frontier_trials(self, added: bool = True) -> int:
+        """A frontier study's trials: batch sizes x (trials per batch size + seeds), and the efficiency curve's; with
+        until_converged and `added`, at most (every batch size to its cap, each added trial a new best re-run on the seeds)."""
         frontier = self.frontier
         curve = len(frontier.efficiency_fractions) * (len(frontier.reference_sweep()) + frontier.seeds) if self.has_efficiency_curve() else 0
-        # until_converged: at most, every added search trial finds a new best, re-run on the seeds again.
-        bests = 1 + self.frontier.search_cap() - self.frontier.trials_per_batch_size
-        return len(self.search_space.batch_sizes()) * (self.frontier.search_cap() + bests * self.frontier.seeds) + curve
+        cap = frontier.search_cap() if added else frontier.trials_per_batch_size
+        bests = 1 + cap - frontier.trials_per_batch_size
+        return len(self.search_space.batch_sizes()) * (cap + bests * frontier.seeds) + curve
 
     def has_efficiency_curve(self) -> bool:
         """A frontier study's efficiency curve is in examples: a time budget (budget_seconds) has none."""

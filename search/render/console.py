@@ -123,20 +123,30 @@ class Progress:
             self.bar = None
         self.total.pop(trial.number, None)
         self._write(trial_line(trial))
-        self._write(study_progress(study, self.spec.n_trials))
+        planned = self.spec.frontier_trials(added=False) if self.spec.strategy == "frontier" and self.spec.frontier.until_converged else None
+        self._write(study_progress(study, self.spec.n_trials, planned))
 
 
-def study_progress(study: optuna.Study, n_trials: int | None) -> str:
-    """`study 12/64 finished, 2 running; ETA 1h20m` from the mean wall time of its finished trials."""
+def study_progress(study: optuna.Study, n_trials: int | None, planned: int | None = None) -> str:
+    """`study 12/64 finished, 2 running; ETA 1h20m` from the mean wall time of its finished trials. With
+    `planned` (a frontier run until converged, whose n_trials is only its most), the ETA is for the planned
+    trials, with the most beside it: how many trials are added is not known in advance."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     running = sum(t.state == TrialState.RUNNING for t in trials)
     walls = [w for w in (TrialRecord.of(t).wall_seconds for t in finished) if w]
-    line = f"study    {len(finished)}{f'/{n_trials}' if n_trials else ''} finished, {running} running"
+    if planned is not None and n_trials:
+        line = f"study    {len(finished)} finished ({planned} planned, at most {n_trials} until converged), {running} running"
+    else:
+        line = f"study    {len(finished)}{f'/{n_trials}' if n_trials else ''} finished, {running} running"
     if n_trials and walls and len(finished) < n_trials:
         # Trials that run in parallel finish together: divide by the workers seen running (at least 1).
-        remaining = (n_trials - len(finished)) * statistics.fmean(walls) / max(1, running)
-        line += f"; ETA {duration(remaining)} at {duration(statistics.fmean(walls))} a trial"
+        mean, workers = statistics.fmean(walls), max(1, running)
+        if planned is not None and len(finished) < planned:
+            line += f"; ETA {duration((planned - len(finished)) * mean / workers)} for the planned trials, at most {duration((n_trials - len(finished)) * mean / workers)}"
+        elif planned is None:
+            line += f"; ETA {duration((n_trials - len(finished)) * mean / workers)}"
+        line += f" at {duration(mean)} a trial"
     return line
 
 
