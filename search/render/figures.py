@@ -374,7 +374,7 @@ def figure_frontier(rows: list[FrontierRow], sizes: list[int], fit: ExponentFit 
         _mark_critical(loss_axis, critical)
     loss_axis.set_ylabel("final validation loss")
     loss_axis.set_title("The frontier: each batch size tuned, its best re-run with paired seeds", fontsize=10)
-    loss_axis.legend(fontsize=8, loc="upper left")  # the loss rises with the batch size: the upper left stays clear
+    loss_axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: inside, it hid points
     lr_axis.plot([r.batch_size for r in rows], [r.effective_lr for r in rows], "o", color="C1", label="effective learning rate")
     if fit is not None and rows:
         xs = [min(sizes), max(sizes)]
