@@ -53,7 +53,7 @@ from search.store.measurements import profiles_in
 from search.store.trials import best_first, without_superseded
 
 # Raised when a field is added, renamed or changes meaning: readers of summary.json check it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 (2026-12-08): critical_batch.sweeps
 
 
 class BatchSizeBest(BaseModel):
