@@ -336,16 +336,18 @@ def test_a_report_is_written_whole_or_not_at_all(study_file, tmp_path: Path, mon
 def test_a_log_axis_spanning_less_than_a_decade_is_labelled() -> None:
     import matplotlib.pyplot as plt
 
-    from search.render.figures import _label_log_axis
+    from search.render.figures import _label_log_axis, _log2_axis
 
-    figure, axis = plt.subplots()
-    axis.plot([1, 2], [0.2, 0.5])
-    axis.set_yscale("log")
-    _label_log_axis(axis)
-    figure.canvas.draw()
-    labels = [t.get_text() for t in axis.get_yticklabels(minor=True) + axis.get_yticklabels() if t.get_text()]
-    plt.close(figure)
-    assert any(label in ("0.2", "0.3", "0.4", "0.5") for label in labels), labels
+    for values in ([0.2, 0.5], [0.1337, 1.278]):  # no major tick inside; one (1) inside, as on the README's figure
+        figure, axis = plt.subplots()
+        axis.plot([16, 1024], values)
+        axis.set_yscale("log")
+        _label_log_axis(axis)
+        _log2_axis(axis, [16, 1024])  # the batch-size axis, set after, as every figure does
+        figure.canvas.draw()
+        labels = [t.get_text() for t in axis.get_yticklabels(minor=True) + axis.get_yticklabels() if t.get_text()]
+        plt.close(figure)
+        assert len([label for label in labels if label in ("0.2", "0.3", "0.4", "0.5")]) >= 2, (values, labels)
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def _log2_axis(axis: plt.Axes, sizes: list[int]) -> None:
     axis.set_xscale("log", base=2)
     axis.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)  # room for the markers at both ends
     axis.set_xticks(sizes, [f"{b:,}" for b in sizes])
-    axis.minorticks_off()
+    axis.xaxis.set_minor_locator(ticker.NullLocator())  # x only: minorticks_off() would also unlabel a log y axis
     axis.set_xlabel("batch size")
     axis.grid(alpha=0.3)
 
