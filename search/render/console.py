@@ -88,6 +88,8 @@ class Progress:
         self.terminal = self.stream.isatty()
         self.bar: tqdm | None = None
         self.total: dict[int, int] = {}  # trial number -> examples it will train
+        # A frontier run until converged: its n_trials is only the most, the planned trials are fewer.
+        self.planned = spec.frontier_trials(added=False) if spec.strategy == "frontier" and spec.frontier.until_converged else None
 
     def _write(self, line: str) -> None:
         if self.bar is not None:
@@ -123,8 +125,7 @@ class Progress:
             self.bar = None
         self.total.pop(trial.number, None)
         self._write(trial_line(trial))
-        planned = self.spec.frontier_trials(added=False) if self.spec.strategy == "frontier" and self.spec.frontier.until_converged else None
-        self._write(study_progress(study, self.spec.n_trials, planned))
+        self._write(study_progress(study, self.spec.n_trials, self.planned))
 
 
 def study_progress(study: optuna.Study, n_trials: int | None, planned: int | None = None) -> str:

@@ -82,12 +82,12 @@ def frontier_slots(spec: StudySpec) -> list[Slot]:
     return slots + [Slot(len(slots) + n, SEARCH, b, i) for n, (i, b) in enumerate(added)]
 
 
-def sweep_lr(spec: StudySpec, best: FrozenTrial, index: int) -> float | None:
-    """The learning rate of sweep point `index` around `best`, clipped to the searched range; None when
+def sweep_rates(spec: StudySpec, best: FrozenTrial) -> list[float | None]:
+    """The learning rate of each sweep point around `best`, clipped to the searched range; None where
     clipping makes it repeat an earlier point's (that run would be a copy)."""
     space = spec.search_space.lr
     rates = [min(space.high, max(space.low, best.params[LR] * factor)) for factor in spec.frontier.reference_sweep()]
-    return None if rates[index] in rates[:index] else rates[index]
+    return [None if rate in rates[:i] else rate for i, rate in enumerate(rates)]
 
 
 def efficiency_budget(spec: StudySpec, fraction: float) -> int:
@@ -199,12 +199,13 @@ def queue_next(study: optuna.Study, spec: StudySpec) -> Literal["queued", "waiti
         if best is None:
             continue  # no search trial of this batch size completed: nothing to re-run
         params = dict(best.params)
+        rates = sweep_rates(spec, best)
         if slot.role == REFERENCE:
-            if (rate := sweep_lr(spec, best, slot.index)) is None:
+            if (rate := rates[slot.index]) is None:
                 continue  # clipped onto an earlier point of the sweep
             params[LR] = rate
         elif slot.role == EFFICIENCY and spec.frontier.reference_sweep():
-            sweep = [s for s in slots if s.role == REFERENCE and s.fraction == slot.fraction and sweep_lr(spec, best, s.index) is not None]
+            sweep = [s for s in slots if s.role == REFERENCE and s.fraction == slot.fraction and rates[s.index] is not None]
             if not all(settled(s) for s in sweep):
                 waiting = True
                 continue
